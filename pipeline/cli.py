@@ -1,0 +1,213 @@
+"""`huxue`: one console script; each verb is a few lines calling the modules that do the work."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from pipeline import logs
+from pipeline.config import ConfigError, load_config
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def cmd_stack(args) -> int:
+    from pipeline.stack import kafka_server, local
+
+    cfg = load_config(args.config)
+    if args.action == "up":
+        local.up(cfg)
+    elif args.action == "down":
+        local.down(cfg)
+    elif args.action == "fetch":
+        print(kafka_server.ensure_jars(cfg))
+    else:
+        rows = local.status(cfg)
+        for r in rows:
+            pid = r["pid"] or "-"
+            print(f"{r['service']:<10} {r['state']:<8} pid={pid:<8} {r['address']:<22} log={r['log']}")
+        if all(r["state"] == "ready" for r in rows):
+            from pipeline import kafka_client
+
+            try:
+                kafka_client.ensure_topics(cfg.kafka.bootstrap, cfg.topics.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor)
+                print(f"topics     ok       {', '.join(cfg.topics.contract())} ({cfg.kafka.partitions} partitions)")
+            except Exception as exc:  # noqa: BLE001 - status reports, never fails on a probe
+                print(f"topics     problem  {exc}")
+        return 0 if all(r["state"] == "ready" for r in rows) else 3
+    return 0
+
+
+def cmd_bridge(args) -> int:
+    from pipeline.ingest.bridge import Bridge
+    from pipeline.registry import load_registry
+
+    cfg = load_config(args.config)
+    stop = _stop_on_signals()
+    Bridge(cfg, load_registry(cfg.registry_path)).run(stop)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from pipeline.registry import load_registry
+    from pipeline.worker import app
+
+    cfg = load_config(args.config)
+    app.run(cfg, load_registry(cfg.registry_path))
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from pipeline import simulate
+    from pipeline.mqtt_client import Publisher
+    from pipeline.registry import load_registry
+
+    cfg = load_config(args.config)
+    registry = load_registry(cfg.registry_path)
+    schools = sorted(registry.schools)[: args.schools] if args.schools else sorted(registry.schools)
+    sim = simulate.Simulator(registry, schools, seed=args.seed)
+    n_dev = len(sim.all_devices)
+    print(f"simulating {len(schools)} schools, {n_dev} devices at {args.rate:g} msg/s to {cfg.mqtt.host}:{cfg.mqtt.port}", flush=True)
+    stop = _stop_on_signals()
+    pub = Publisher(cfg.mqtt)
+    try:
+        if args.panic:
+            def press() -> None:
+                if not stop.wait(args.panic_after):
+                    device, topic, payload = sim.press(args.panic, exercise=args.exercise)
+                    pub.publish(topic, payload).wait_for_publish(10)
+                    print(f"panic pressed: {device.id} at {device.school} ({device.zone})", flush=True)
+                    if args.rate == 0:
+                        stop.set()
+
+            threading.Thread(target=press, daemon=True).start()
+        if args.rate > 0:
+            n = simulate.run(pub, sim, args.rate, stop, args.duration)
+            print(f"published {n} messages", flush=True)
+        else:
+            stop.wait()
+    finally:
+        pub.close()
+    return 0
+
+
+def cmd_alerts(args) -> int:
+    from pipeline.ops.alerts import follow, format_line
+    from pipeline.records import dumps
+    from pipeline.registry import load_registry
+
+    cfg = load_config(args.config)
+    registry = load_registry(cfg.registry_path)
+    stop = _stop_on_signals()
+    for alert in follow(cfg.kafka.bootstrap, cfg.topics.alerts, from_beginning=args.from_beginning):
+        if stop.is_set():
+            break
+        if alert is None or (args.school and alert.get("school_id") != args.school):
+            continue
+        print(dumps(alert).decode() if args.json else format_line(alert, registry), flush=True)
+    return 0
+
+
+def cmd_command(args) -> int:
+    from pipeline.ops import commands
+
+    cfg = load_config(args.config)
+    name = {"false-alarm": "false_alarm"}.get(args.verb, args.verb)
+    try:
+        cmd = commands.build(name, args.incident, args.by, args.note, args.school)
+    except ValueError as exc:
+        print(f"huxue: {exc}", file=sys.stderr)
+        return 2
+    outcome = commands.send(cfg, cmd, wait_s=args.wait)
+    label = {True: "accepted", False: "rejected", None: "sent"}[outcome.accepted]
+    print(f"{name} {args.incident}: {label} ({outcome.detail})")
+    return {True: 0, False: 1, None: 0 if args.wait <= 0 else 3}[outcome.accepted]
+
+
+def cmd_demo(args) -> int:
+    from pipeline import demo
+
+    return demo.main(args.config, exit_when_done=args.exit_when_done)
+
+
+def cmd_bench(args) -> int:
+    from pipeline import bench
+
+    return bench.main(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="huxue", description="护学 huxue: school-safety events from MQTT via Kafka to the 1-3-5 ladder")
+    p.add_argument("--config", help="YAML configuration (default: the packaged sample)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    s = sub.add_parser("stack", help="start/stop/inspect local Mosquitto + Kafka (no Docker)")
+    s.add_argument("action", choices=["up", "down", "status", "fetch"])
+    s.set_defaults(func=cmd_stack)
+
+    sub.add_parser("bridge", help="run the MQTT -> Kafka bridge").set_defaults(func=cmd_bridge)
+    sub.add_parser("worker", help="run the Faust rules worker").set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("simulate", help="publish realistic device traffic over MQTT")
+    s.add_argument("--rate", type=float, default=20.0, help="messages per second (0: none, only --panic)")
+    s.add_argument("--duration", type=float, help="seconds (default: until Ctrl-C)")
+    s.add_argument("--schools", type=int, default=0, help="first N schools of the registry (default: all)")
+    s.add_argument("--panic", metavar="SCHOOL_OR_BUTTON", help="inject a panic press")
+    s.add_argument("--panic-after", type=float, default=0.0, help="seconds before the press")
+    s.add_argument("--exercise", action="store_true", help="the injected press is a drill")
+    s.add_argument("--seed", type=int, default=7)
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("alerts", help="alerts: `huxue alerts tail`")
+    s.add_argument("action", choices=["tail"])
+    s.add_argument("--json", action="store_true", help="raw alert JSON, one per line")
+    s.add_argument("--from-beginning", action="store_true")
+    s.add_argument("--school", help="only this school")
+    s.set_defaults(func=cmd_alerts)
+
+    for verb, text in (("ack", "on-site guards respond"), ("arrive", "mobile unit on scene"), ("resolve", "close the incident"), ("false-alarm", "close as false alarm")):
+        s = sub.add_parser(verb, help=f"operator command: {text}")
+        s.add_argument("incident")
+        s.add_argument("--by", required=True, help="who (guard, officer or unit id)")
+        s.add_argument("--note", default="")
+        s.add_argument("--school", default="", help="school id (default: read from the incident id)")
+        s.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the outcome (0: do not wait)")
+        s.set_defaults(func=cmd_command)
+
+    s = sub.add_parser("demo", help="the whole stack and a scripted panic, for a first look")
+    s.add_argument("--exit-when-done", action="store_true", help="stop after the scenario instead of waiting for Ctrl-C")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("bench", help="throughput and latency through the running pipeline, with a raw-broker baseline")
+    s.add_argument("--rate", type=float, default=500.0, help="messages per second offered")
+    s.add_argument("--duration", type=float, default=20.0, help="seconds per phase")
+    s.add_argument("--panics", type=int, default=10, help="panic presses spread over the run")
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logs.setup(args.log_level)
+    try:
+        return args.func(args) or 0
+    except ConfigError as exc:
+        print(f"huxue: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except RuntimeError as exc:
+        print(f"huxue: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

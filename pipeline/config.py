@@ -1,0 +1,264 @@
+"""Typed configuration: one YAML file, every key defaulted, loaded and validated once.
+
+Environment overrides (contract): HUXUE_MQTT_URL, HUXUE_KAFKA_BOOTSTRAP; HUXUE_HOME for
+local state of `huxue stack`. Unknown keys are errors, so a typo never silently falls
+back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """The configuration file is invalid; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    url: str = "mqtt://127.0.0.1:1883"
+    keepalive_seconds: int = 30
+    # How long the broker keeps a disconnected bridge's session (and queues its messages).
+    session_expiry_seconds: int = 7 * 24 * 3600
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def username(self) -> str | None:
+        return urlsplit(self.url).username
+
+    @property
+    def password(self) -> str | None:
+        return urlsplit(self.url).password
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = "huxue."
+    # Every co-partitioned topic (events, commands, alerts, ticks) has this many
+    # partitions; changing it later splits per-school state. Pick the most workers
+    # you will ever run.
+    partitions: int = 6
+    replication_factor: int = 1
+
+
+@dataclass(frozen=True)
+class EscalationConfig:
+    ack_seconds: float = 60
+    arrive_target_seconds: float = 180
+    arrive_limit_seconds: float = 300
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    client_id: str = ""  # default: huxue-bridge-<hostname>; must be stable and unique per replica
+    # MQTT 5 Receive Maximum: the broker sends at most this many unacknowledged messages.
+    max_inflight: int = 1000
+    # Hard local cap: above it the bridge disconnects and drains (the broker keeps the rest).
+    max_inflight_hard: int = 4000
+    max_payload_bytes: int = 64 * 1024
+    # Device clocks are not trusted beyond this: an event claiming to be older than this
+    # (or from the future) is re-timed to its arrival for deadline purposes.
+    max_clock_skew_seconds: float = 600
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    app_id: str = "huxue-worker"
+    tick_seconds: float = 0.5
+    store: str = "memory://"
+    datadir: str = ""  # default: $HUXUE_HOME/worker/<app_id>
+    # Static group membership: a restarted worker with the same id takes its partitions
+    # back at once instead of waiting for the session timeout. Unique per worker.
+    instance_id: str = ""  # default: <app_id>-<hostname>
+    session_timeout_seconds: float = 10
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    home: str = ".huxue"  # also HUXUE_HOME
+    kafka_version: str = "4.1.2"
+    kafka_controller_port: int = 0  # 0: Kafka port + 1
+    kafka_heap: str = "-Xms256m -Xmx512m"
+    # Where downloaded broker jars are cached (shared between HUXUE_HOMEs); default
+    # $XDG_CACHE_HOME/huxue or ~/.cache/huxue.
+    cache_dir: str = ""
+    stop_timeout_seconds: float = 30
+
+
+@dataclass(frozen=True)
+class Config:
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    registry: str = "registry.yaml"
+    escalation: EscalationConfig = field(default_factory=EscalationConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    stack: StackConfig = field(default_factory=StackConfig)
+    # Directory the configuration file lives in; relative paths resolve against it.
+    base_dir: str = "."
+
+    @property
+    def registry_path(self) -> Path:
+        return (Path(self.base_dir) / self.registry).resolve()
+
+    @property
+    def home(self) -> Path:
+        return Path(self.stack.home).resolve()
+
+    @property
+    def bridge_client_id(self) -> str:
+        return self.bridge.client_id or f"huxue-bridge-{socket.gethostname()}"
+
+    @property
+    def worker_instance_id(self) -> str:
+        return self.worker.instance_id or f"{self.worker.app_id}-{socket.gethostname()}"
+
+    @property
+    def worker_datadir(self) -> Path:
+        return Path(self.worker.datadir) if self.worker.datadir else self.home / "worker" / self.worker.app_id
+
+    @property
+    def topics(self) -> "Topics":
+        return Topics(self.kafka.topic_prefix, self.worker.app_id)
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+    app_id: str
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
+
+    @property
+    def events_dlq(self) -> str:
+        return f"{self.prefix}events.dlq"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}alerts"
+
+    @property
+    def commands(self) -> str:
+        return f"{self.prefix}commands"
+
+    @property
+    def commands_dlq(self) -> str:
+        return f"{self.prefix}commands.dlq"
+
+    @property
+    def ticks(self) -> str:
+        # Internal to one worker app: its per-partition clock (see worker/app.py).
+        return f"{self.app_id}-ticks"
+
+    def contract(self) -> list[str]:
+        """Topics every deployment has; `huxue stack up` creates them."""
+        return [self.events, self.events_dlq, self.alerts, self.commands, self.commands_dlq]
+
+
+def packaged_config_path() -> Path:
+    """The sample configuration shipped with the package (20 schools, default 1-3-5)."""
+    return Path(str(resources.files("pipeline") / "data" / "huxue.yaml"))
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known) - {"base_dir"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        f = known[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        path = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, path)
+        else:
+            kwargs[name] = _coerce(value, default, path)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, (int, float)) and not isinstance(value, bool) and isinstance(value, (int, float)):
+        if isinstance(default, int) and not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if value < 0:
+            raise ConfigError(f"{where}: must not be negative, got {value!r}")
+        return value
+    elif isinstance(default, str) and isinstance(value, (str, int)):
+        return str(value)
+    raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}")
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Load `path` (default: the packaged sample) and apply environment overrides."""
+    env = dict(os.environ) if env is None else env
+    cfg_path = Path(path) if path else packaged_config_path()
+    try:
+        text = cfg_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {cfg_path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from exc
+    try:
+        cfg: Config = _build(Config, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg_path}: {exc}") from exc
+    cfg = dataclasses.replace(cfg, base_dir=str(cfg_path.resolve().parent))
+    if env.get("HUXUE_MQTT_URL"):
+        cfg = dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, url=env["HUXUE_MQTT_URL"]))
+    if env.get("HUXUE_KAFKA_BOOTSTRAP"):
+        cfg = dataclasses.replace(cfg, kafka=dataclasses.replace(cfg.kafka, bootstrap=env["HUXUE_KAFKA_BOOTSTRAP"]))
+    if env.get("HUXUE_HOME"):
+        cfg = dataclasses.replace(cfg, stack=dataclasses.replace(cfg.stack, home=env["HUXUE_HOME"]))
+    _validate(cfg, cfg_path)
+    return cfg
+
+
+def _validate(cfg: Config, where: Path) -> None:
+    e = cfg.escalation
+    if not 0 < e.ack_seconds <= e.arrive_target_seconds <= e.arrive_limit_seconds:
+        raise ConfigError(
+            f"{where}: escalation needs 0 < ack_seconds <= arrive_target_seconds <= arrive_limit_seconds, "
+            f"got {e.ack_seconds}/{e.arrive_target_seconds}/{e.arrive_limit_seconds}"
+        )
+    if urlsplit(cfg.mqtt.url).scheme not in ("mqtt", "mqtts", "tcp"):
+        raise ConfigError(f"{where}: mqtt.url must start with mqtt:// or mqtts://, got {cfg.mqtt.url!r}")
+    if cfg.kafka.partitions < 1:
+        raise ConfigError(f"{where}: kafka.partitions must be >= 1")
+    if cfg.bridge.max_inflight_hard < cfg.bridge.max_inflight:
+        raise ConfigError(f"{where}: bridge.max_inflight_hard must be >= bridge.max_inflight")
+    if not 0 < cfg.worker.tick_seconds <= 5:
+        raise ConfigError(f"{where}: worker.tick_seconds must be in (0, 5]")

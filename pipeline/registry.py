@@ -1,0 +1,160 @@
+"""Schools and devices: loaded once from the registry YAML, looked up by id or external name."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from pipeline.config import ConfigError
+from pipeline.records import DEVICE_KINDS
+
+DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class Window:
+    start: time
+    end: time
+
+
+@dataclass(frozen=True)
+class Post:
+    id: str
+    required_officers: int = 2
+
+
+@dataclass(frozen=True)
+class School:
+    id: str
+    name: str
+    timezone: str = "Asia/Shanghai"
+    days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri")
+    open: time = time(7, 30)
+    close: time = time(17, 30)
+    windows: tuple[Window, ...] = ()
+    posts: tuple[Post, ...] = ()
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    school: str
+    kind: str
+    zone: str = ""
+    external: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Registry:
+    schools: dict[str, School]
+    devices: dict[str, Device]
+    # (ecosystem, external name) -> device, e.g. ("frigate", "gate_cam")
+    external: dict[tuple[str, str], Device]
+
+    def device(self, device_id: str) -> Device | None:
+        return self.devices.get(device_id)
+
+    def school(self, school_id: str) -> School | None:
+        return self.schools.get(school_id)
+
+    def by_external(self, ecosystem: str, name: str) -> Device | None:
+        return self.external.get((ecosystem, name))
+
+    def devices_of(self, school_id: str) -> list[Device]:
+        return [d for d in self.devices.values() if d.school == school_id]
+
+
+def _time(value: Any, where: str) -> time:
+    try:
+        hh, mm = str(value).split(":")
+        return time(int(hh), int(mm))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: expected HH:MM, got {value!r}") from exc
+
+
+def _school(raw: dict[str, Any], where: str) -> School:
+    if not isinstance(raw, dict) or not raw.get("id"):
+        raise ConfigError(f"{where}: a school needs an id")
+    sid = str(raw["id"])
+    tz = str(raw.get("timezone", "Asia/Shanghai"))
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{where} ({sid}): unknown timezone {tz!r}") from exc
+    hours = raw.get("hours") or {}
+    days = tuple(str(d).lower()[:3] for d in hours.get("days", School.days))
+    bad = [d for d in days if d not in WEEKDAYS]
+    if bad:
+        raise ConfigError(f"{where} ({sid}): unknown weekday(s) {bad}")
+    windows = tuple(
+        Window(_time(w.get("start"), f"{where}.windows"), _time(w.get("end"), f"{where}.windows"))
+        for w in raw.get("windows") or []
+    )
+    posts = tuple(
+        Post(str(p["id"]), int(p.get("required_officers", 2))) for p in raw.get("posts") or []
+    )
+    return School(
+        id=sid,
+        name=str(raw.get("name", sid)),
+        timezone=tz,
+        days=days,
+        open=_time(hours.get("open", "07:30"), f"{where}.hours.open"),
+        close=_time(hours.get("close", "17:30"), f"{where}.hours.close"),
+        windows=windows,
+        posts=posts,
+    )
+
+
+def _device(raw: dict[str, Any], schools: dict[str, School], where: str) -> Device:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    did = str(raw.get("id", ""))
+    if not DEVICE_ID.match(did):
+        raise ConfigError(f"{where}: device id {did!r} must be 1-64 chars of [A-Za-z0-9._-]")
+    school = str(raw.get("school", ""))
+    if school not in schools:
+        raise ConfigError(f"{where} ({did}): unknown school {school!r}")
+    kind = str(raw.get("kind", ""))
+    if kind not in DEVICE_KINDS:
+        raise ConfigError(f"{where} ({did}): unknown kind {kind!r}; known: {', '.join(sorted(DEVICE_KINDS))}")
+    external = {str(k): str(v) for k, v in (raw.get("external") or {}).items()}
+    return Device(id=did, school=school, kind=kind, zone=str(raw.get("zone", "")), external=external)
+
+
+def load_registry(path: str | Path) -> Registry:
+    path = Path(path)
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read registry {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    schools: dict[str, School] = {}
+    for i, raw in enumerate(data.get("schools") or []):
+        s = _school(raw, f"{path}: schools[{i}]")
+        if s.id in schools:
+            raise ConfigError(f"{path}: duplicate school id {s.id!r}")
+        schools[s.id] = s
+    devices: dict[str, Device] = {}
+    external: dict[tuple[str, str], Device] = {}
+    for i, raw in enumerate(data.get("devices") or []):
+        d = _device(raw, schools, f"{path}: devices[{i}]")
+        if d.id in devices:
+            raise ConfigError(f"{path}: duplicate device id {d.id!r}")
+        devices[d.id] = d
+        for eco, name in d.external.items():
+            if (eco, name) in external:
+                raise ConfigError(f"{path}: {eco} name {name!r} is mapped to two devices")
+            external[(eco, name)] = d
+    return Registry(schools=schools, devices=devices, external=external)

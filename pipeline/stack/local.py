@@ -1,0 +1,94 @@
+"""`huxue stack up | down | status`: Mosquitto + Kafka on this machine, no Docker.
+
+All state lives under HUXUE_HOME (default .huxue/): run/ (pid files), logs/, data/,
+and the generated broker configs. The Kafka jars are cached outside it (see
+kafka_server.cache_dir) so several homes share one download.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from pipeline import kafka_client
+from pipeline.config import Config
+from pipeline.mqtt_client import wait_for_mqtt
+from pipeline.stack import kafka_server, mosquitto_server
+from pipeline.stack.process import Service
+
+READY_TIMEOUT = 90.0
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def up(cfg: Config, say=print) -> None:
+    """Start what is not running, wait until both brokers really answer, create the topics.
+
+    Idempotent: a second `up` finds both running and only re-checks the topics.
+    """
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    started: list[Service] = []
+    mq = mosquitto_server.service(cfg)
+    if mq.pid() is None:
+        if _port_open(cfg.mqtt.host, cfg.mqtt.port):
+            raise RuntimeError(f"port {cfg.mqtt.port} is taken by another process; set mqtt.url to a free port")
+        say(f"starting Mosquitto on {cfg.mqtt.host}:{cfg.mqtt.port} (log: {mq.logfile})")
+        mosquitto_server.start(cfg, say)
+        started.append(mq)
+    else:
+        say(f"Mosquitto already running (pid {mq.pid()})")
+    kf = kafka_server.service(cfg)
+    host, port, _ = kafka_server.ports(cfg)
+    if kf.pid() is None:
+        if _port_open(host, port):
+            raise RuntimeError(f"port {port} is taken by another process; set kafka.bootstrap to a free port")
+        say(f"starting Kafka {cfg.stack.kafka_version} (KRaft) on {host}:{port} (log: {kf.logfile})")
+        kafka_server.start(cfg, say)
+        started.append(kf)
+    else:
+        say(f"Kafka already running (pid {kf.pid()})")
+
+    t0 = time.monotonic()
+    try:
+        wait_for_mqtt(cfg.mqtt, READY_TIMEOUT, alive=lambda: mq.pid() is not None)
+        kafka_client.wait_for_kafka(cfg.kafka.bootstrap, READY_TIMEOUT, alive=lambda: kf.pid() is not None)
+    except (RuntimeError, TimeoutError) as exc:
+        for svc in (mq, kf):
+            if svc in started:
+                say(f"--- last lines of {svc.logfile}:\n{svc.log_tail()}")
+        raise RuntimeError(f"stack did not become ready: {exc}") from exc
+    if started:
+        say(f"brokers ready in {time.monotonic() - t0:.1f} s")
+    created = kafka_client.ensure_topics(
+        cfg.kafka.bootstrap, cfg.topics.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor
+    )
+    say(f"topics: {', '.join(cfg.topics.contract())} ({cfg.kafka.partitions} partitions; created {len(created)})")
+
+
+def down(cfg: Config, say=print) -> None:
+    for svc in (kafka_server.service(cfg), mosquitto_server.service(cfg)):
+        say(f"{svc.name}: {svc.stop(cfg.stack.stop_timeout_seconds)}")
+
+
+def status(cfg: Config) -> list[dict[str, object]]:
+    """What runs where: one row per service, with a live check of its port."""
+    host, port, _ = kafka_server.ports(cfg)
+    rows = []
+    for svc, h, p in ((mosquitto_server.service(cfg), cfg.mqtt.host, cfg.mqtt.port), (kafka_server.service(cfg), host, port)):
+        pid = svc.pid()
+        rows.append(
+            {
+                "service": svc.name,
+                "pid": pid,
+                "address": f"{h}:{p}",
+                "state": ("ready" if _port_open(h, p) else "starting") if pid else "stopped",
+                "log": str(svc.logfile),
+            }
+        )
+    return rows

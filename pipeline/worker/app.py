@@ -1,0 +1,175 @@
+"""`huxue worker`: the Faust app. Thin: decode, call the pure engine, send, save.
+
+Co-partitioning (faust.md §2): events, commands, alerts and the app's tick topic all
+have `kafka.partitions` partitions and are keyed by school_id with the same murmur2
+partitioner, so one partition owns a school's events, commands and table entry.
+
+One agent reads events, commands and ticks, so each school's state has one writer.
+Ticks are how time enters: a timer on every worker sends an empty record to each of
+its own partitions of the tick topic every `worker.tick_seconds`; processing a tick of
+partition p fires the due deadlines of the schools of p, inside stream iteration (the
+only place Faust lets us write tables). Deadlines therefore fire without other traffic
+and survive restarts: they live in the table (its changelog), not in memory.
+
+Every input is processed with its Kafka timestamp as `now`, so a replay after a crash
+reproduces the same alerts with the same identifiers. Alerts are confirmed by Kafka
+before the state that records them is saved: a crash in between re-emits (same
+identifier), never loses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from pipeline import kafka_client
+from pipeline.config import Config
+from pipeline.records import CanonicalEvent, Command, dumps, iso_utc, loads
+from pipeline.registry import Registry
+from pipeline.rules import engine
+from pipeline.rules.incident import school_of
+from pipeline.rules.state import Context, SchoolState
+
+log = logging.getLogger("huxue.worker")
+
+TICK_RETENTION_MS = str(3600 * 1000)  # ticks only carry the time; an hour is plenty
+
+
+def create_app(cfg: Config, registry: Registry) -> faust.App:
+    topics = cfg.topics
+    n = cfg.kafka.partitions
+    ctx = Context(cfg.escalation, registry, cfg.bridge.max_clock_skew_seconds)
+    app = faust.App(
+        cfg.worker.app_id,
+        broker=[f"kafka://{h}" for h in cfg.kafka.bootstrap.split(",")],
+        store=cfg.worker.store,
+        datadir=str(cfg.worker_datadir),
+        topic_partitions=n,
+        topic_replication_factor=cfg.kafka.replication_factor,
+        processing_guarantee="at_least_once",
+        web_enabled=False,
+        web_tables_enabled=False,
+        env_prefix="HUXUE_FAUST_",  # only HUXUE_FAUST_* variables may override settings
+        consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=cfg.worker_instance_id,
+        broker_session_timeout=cfg.worker.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, cfg.worker.session_timeout_seconds / 3),
+        broker_commit_interval=1.0,
+        broker_max_poll_records=1000,
+        worker_redirect_stdouts=False,
+    )
+    raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": n}
+    inputs = app.topic(topics.events, topics.commands, topics.ticks, **raw)
+    alerts = app.topic(topics.alerts, **raw)
+    events_dlq = app.topic(topics.events_dlq, **raw)
+    commands_dlq = app.topic(topics.commands_dlq, **raw)
+    ticks = app.topic(topics.ticks, **raw)
+    schools = app.Table("schools", default=None, partitions=n)
+
+    async def deliver(topic: faust.TopicT, key: str | None, value: bytes) -> None:
+        """Send and wait for Kafka's confirmation; on failure retry (stall), never drop."""
+        delay = 0.5
+        while True:
+            try:
+                fut = await topic.send(key=key.encode() if key else None, value=value)
+                await fut
+                return
+            except Exception as exc:  # noqa: BLE001 - any send failure is retried
+                log.error("send failed, retrying", extra={"topic": topic.get_topic_name(), "error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def load(school_id: str, partition: int) -> SchoolState:
+        stored = schools.get(school_id)
+        return SchoolState.from_dict(stored) if stored else SchoolState(school_id=school_id, partition=partition)
+
+    async def apply(school_id: str, before: SchoolState, outcome: engine.Outcome, now: float) -> None:
+        for alert in outcome.alerts:
+            await deliver(alerts, school_id, dumps(alert.to_dict()))
+            log.info("alert", extra={"incident": alert.incident_id, "stage": alert.stage, "status": alert.status})
+        for cmd, why in outcome.rejected:
+            entry = {"reason_code": why.reason_code, "reason": why.reason, "command": cmd.to_dict(), "received_at": iso_utc(now)}
+            await deliver(commands_dlq, school_id, dumps(entry))
+            log.info("command rejected", extra={"incident": cmd.incident_id, "command": cmd.command, "reason_code": why.reason_code})
+        if outcome.changed(before):
+            schools[school_id] = outcome.state.to_dict()
+
+    async def on_event(key: str, value: bytes, partition: int, now: float) -> None:
+        try:
+            event = CanonicalEvent.from_dict(loads(value))
+            event.ts_epoch, event.received_epoch  # validates both times
+        except (ValueError, TypeError, KeyError) as exc:
+            entry = {"reason_code": "worker_rejected", "reason": f"not a canonical event: {exc}", "payload": value.decode("utf-8", "replace"), "received_at": iso_utc(now)}
+            await deliver(events_dlq, key, dumps(entry))
+            return
+        school_id = key or event.school_id
+        state = load(school_id, partition)
+        await apply(school_id, state, engine.on_event(state, event, now, ctx), now)
+
+    async def on_command(key: str, value: bytes, partition: int, now: float) -> None:
+        try:
+            cmd = Command.from_dict(loads(value))
+        except ValueError as exc:
+            entry = {"reason_code": "invalid_command", "reason": str(exc), "payload": value.decode("utf-8", "replace"), "received_at": iso_utc(now)}
+            await deliver(commands_dlq, key, dumps(entry))
+            return
+        school_id = key or cmd.school_id or school_of(cmd.incident_id) or ""
+        state = load(school_id, partition)
+        await apply(school_id, state, engine.on_command(state, cmd, now, ctx), now)
+
+    async def on_tick(partition: int, now: float) -> None:
+        # Only schools of this partition (memory tables also hold standby/lost keys),
+        # and only those with a deadline due: the stored `next_due` avoids decoding the rest.
+        for school_id, stored in list(schools.items()):
+            if stored.get("partition") != partition or (stored.get("next_due") or now + 1) > now:
+                continue
+            state = SchoolState.from_dict(stored)
+            await apply(school_id, state, engine.on_tick(state, now, ctx), now)
+
+    @app.agent(inputs, name="process")
+    async def process(stream):
+        async for event in stream.events():
+            msg = event.message
+            key = msg.key.decode("utf-8", "replace") if msg.key else ""
+            now = msg.timestamp
+            try:
+                if msg.topic == topics.ticks:
+                    await on_tick(msg.partition, now)
+                elif msg.topic == topics.commands:
+                    await on_command(key, msg.value, msg.partition, now)
+                else:
+                    await on_event(key, msg.value, msg.partition, now)
+            except Exception:  # noqa: BLE001 - an exception here would skip the record silently
+                log.exception("processing failed", extra={"topic": msg.topic, "partition": msg.partition, "offset": msg.offset})
+                entry = {"reason_code": "worker_error", "reason": "processing failed; see worker log", "topic": msg.topic, "offset": msg.offset, "received_at": iso_utc(now)}
+                target = commands_dlq if msg.topic == topics.commands else events_dlq
+                if msg.topic != topics.ticks:
+                    await deliver(target, key or None, dumps(entry))
+
+    @app.timer(cfg.worker.tick_seconds)
+    async def send_ticks() -> None:
+        try:
+            mine = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.events)
+            for p in mine:
+                await ticks.send(value=b"", partition=p)
+        except Exception:  # noqa: BLE001 - a raising timer would crash the worker
+            log.exception("tick emission failed")
+
+    @app.task
+    async def announce_ready() -> None:
+        # Tasks start after the first table recovery: from here on deadlines fire.
+        mine = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.events)
+        log.info("worker ready", extra={"app_id": cfg.worker.app_id, "partitions": ",".join(map(str, mine)) or "-"})
+
+    return app
+
+
+def run(cfg: Config, registry: Registry) -> None:
+    t = cfg.topics
+    kafka_client.ensure_topics(cfg.kafka.bootstrap, [t.events, t.events_dlq, t.alerts, t.commands, t.commands_dlq], cfg.kafka.partitions, cfg.kafka.replication_factor)
+    kafka_client.ensure_topics(cfg.kafka.bootstrap, [t.ticks], cfg.kafka.partitions, cfg.kafka.replication_factor, configs={"retention.ms": TICK_RETENTION_MS})
+    cfg.worker_datadir.mkdir(parents=True, exist_ok=True)
+    app = create_app(cfg, registry)
+    faust.Worker(app, quiet=True, override_logging=False).execute_from_commandline()
