@@ -33,7 +33,8 @@ def cmd_stack(args) -> int:
         for r in rows:
             pid = r["pid"] or "-"
             print(f"{r['service']:<10} {r['state']:<8} pid={pid:<8} {r['address']:<22} log={r['log']}")
-        if all(r["state"] == "ready" for r in rows):
+        brokers = [r for r in rows if r["service"] in ("mosquitto", "kafka")]
+        if all(r["state"] == "ready" for r in brokers):
             from pipeline import kafka_client
 
             try:
@@ -41,7 +42,7 @@ def cmd_stack(args) -> int:
                 print(f"topics     ok       {', '.join(cfg.topics.contract())} ({cfg.kafka.partitions} partitions)")
             except Exception as exc:  # noqa: BLE001 - status reports, never fails on a probe
                 print(f"topics     problem  {exc}")
-        return 0 if all(r["state"] == "ready" for r in rows) else 3
+        return 0 if all(r["state"] == "ready" for r in brokers) else 3
     return 0
 
 

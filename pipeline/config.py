@@ -189,35 +189,34 @@ def _build(cls: type, data: Any, where: str) -> Any:
         return cls()
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known) - {"base_dir"})
+    # base_dir is derived from the file's location, never set in the file
+    known = {f.name: f for f in dataclasses.fields(cls) if f.name != "base_dir"}
+    unknown = sorted(str(k) for k in data if k not in known)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ConfigError(f"{where or 'top level'}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         f = known[name]
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         path = f"{where}.{name}" if where else name
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, path)
+        if f.default_factory is not dataclasses.MISSING:
+            kwargs[name] = _build(type(f.default_factory()), value, path)
         else:
-            kwargs[name] = _coerce(value, default, path)
+            kwargs[name] = _coerce(value, f.type, path)
     return cls(**kwargs)
 
 
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-    elif isinstance(default, (int, float)) and not isinstance(value, bool) and isinstance(value, (int, float)):
-        if isinstance(default, int) and not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+def _coerce(value: Any, declared: str, where: str) -> Any:
+    """Check a scalar against the field's declared type (annotations are strings here)."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if declared in ("int", "float"):
+        if not is_number or (declared == "int" and not isinstance(value, int)):
+            raise ConfigError(f"{where}: expected {'an integer' if declared == 'int' else 'a number'}, got {value!r}")
         if value < 0:
             raise ConfigError(f"{where}: must not be negative, got {value!r}")
-        return value
-    elif isinstance(default, str) and isinstance(value, (str, int)):
+        return float(value) if declared == "float" else value
+    if declared == "str" and (isinstance(value, str) or is_number):
         return str(value)
-    raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}")
+    raise ConfigError(f"{where}: expected {declared}, got {value!r}")
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:

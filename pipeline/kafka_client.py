@@ -10,6 +10,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.serializer import Serializer
 
 log = logging.getLogger("huxue.kafka")
 
@@ -58,12 +59,30 @@ def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int, replica
         a.close()
 
 
+def delete_topics(bootstrap: str, names: list[str]) -> None:
+    """Best effort: used to clean up after benchmarks."""
+    a = admin(bootstrap)
+    try:
+        a.delete_topics(names)
+    except KafkaError as exc:
+        log.info("could not delete topics", extra={"error": type(exc).__name__})
+    finally:
+        a.close()
+
+
 def _partition_counts(a: KafkaAdminClient, names: list[str]) -> dict[str, int]:
     counts = {}
     for t in a.describe_topics(names):
         if t.get("error_code", 0) == 0:
             counts[t["name"]] = len(t["partitions"])
     return counts
+
+
+class Utf8Keys(Serializer):
+    """Keys are school or device ids: plain UTF-8 strings (what Faust's raw keys expect)."""
+
+    def serialize(self, topic: str, value: Any) -> bytes | None:
+        return value.encode("utf-8") if isinstance(value, str) else value
 
 
 def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
@@ -74,7 +93,7 @@ def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
         enable_idempotence=True,
         linger_ms=2,
         max_block_ms=10000,
-        key_serializer=lambda k: k.encode("utf-8") if isinstance(k, str) else k,
+        key_serializer=Utf8Keys(),
     )
     settings.update(overrides)
     return KafkaProducer(**settings)

@@ -40,3 +40,8 @@ def setup(level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if lvl <= logging.DEBUG else logging.WARNING)
     logging.getLogger("huxue").setLevel(lvl)
+    if lvl > logging.DEBUG:
+        # The Kafka clients log transient connection trouble as ERROR; huxue reports the
+        # state changes that matter itself (kafka unavailable / connected again).
+        for name in ("kafka", "aiokafka"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -64,11 +64,23 @@ def iso_utc(epoch: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
+# Times huxue can represent and write back (iso_utc): 1970 up to the end of year 9998.
+_MAX_EPOCH = 253370764800.0
+
+
 def parse_ts(value: Any) -> float:
     """RFC 3339 with offset, or integer epoch milliseconds -> epoch seconds.
 
-    Raises ValueError with a reason for anything else (naive times, floats, bools).
+    Raises ValueError with a reason for anything else (naive times, floats, bools,
+    times before 1970 or past year 9998).
     """
+    epoch = _parse_ts(value)
+    if not 0 <= epoch < _MAX_EPOCH:
+        raise ValueError(f"ts {value!r} is out of range")
+    return epoch
+
+
+def _parse_ts(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("ts must be RFC 3339 or epoch milliseconds, got a boolean")
     if isinstance(value, int):
@@ -160,14 +172,17 @@ class Command:
                 raise ValueError(f"field {name!r} is required and must be a non-empty string")
         if d["command"] not in COMMANDS:
             raise ValueError(f"unknown command {d['command']!r}; one of {', '.join(COMMANDS)}")
-        at = d.get("at", "")
-        if at:
-            parse_ts(at)
+        at = d.get("at")
+        if at is None or at == "":
+            at = ""
+        else:
+            epoch = parse_ts(at)  # raises with the reason
+            at = at if isinstance(at, str) else iso_utc(epoch)
         return cls(
             command=d["command"],
             incident_id=d["incident_id"],
             by=d["by"],
-            at=str(at),
+            at=at,
             note=str(d.get("note") or ""),
             command_id=str(d.get("command_id") or ""),
             school_id=str(d.get("school_id") or ""),

@@ -29,14 +29,14 @@ def build(command: str, incident_id: str, by: str, note: str = "", school_id: st
 def send(cfg: Config, cmd: Command, wait_s: float = 10.0) -> Outcome:
     """Produce the command (key = school), then watch alerts and rejections for its id."""
     topics = cfg.topics
-    watchers = [follow(cfg.kafka.bootstrap, t, from_beginning=False) for t in (topics.alerts, topics.commands_dlq)]
+    watchers = [follow(cfg.kafka.bootstrap, t, from_beginning=False) for t in (topics.alerts, topics.commands_dlq)] if wait_s > 0 else []
     try:
         for w in watchers:
             next(w)  # positioned at the end before we send
         producer = kafka_client.producer(cfg.kafka.bootstrap)
         producer.send(topics.commands, key=cmd.school_id, value=dumps(cmd.to_dict())).get(timeout=30)
         producer.close()
-        if wait_s <= 0:
+        if not watchers:
             return Outcome(None, "sent")
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:

@@ -55,7 +55,8 @@ class Incident:
     certainty: str
     zone: str
     opened_at: float
-    evidence: tuple[dict[str, Any], ...] = ()
+    evidence: tuple[dict[str, Any], ...] = ()  # capped at MAX_EVIDENCE: first and latest
+    evidence_total: int = 1  # items ever attached, including those trimmed by the cap
     stages: tuple[str, ...] = ()  # emitted, in order; each at most once
     messages: int = 0  # alerts emitted so far
     deadlines: dict[str, float] = field(default_factory=dict)  # pending stage -> due (epoch s)
@@ -77,7 +78,7 @@ class Incident:
         ev = self.evidence + (item,)
         if len(ev) > MAX_EVIDENCE:
             ev = ev[:1] + ev[-(MAX_EVIDENCE - 1):]  # keep the first and the latest
-        return replace(self, evidence=ev)
+        return replace(self, evidence=ev, evidence_total=self.evidence_total + 1)
 
     def emit(
         self,

@@ -1,7 +1,7 @@
 """Rule `panic`: a one-key alarm opens an incident on the 1-3-5 ladder.
 
 Further presses at the same school while its incident is open join it (an `Update`
-stage `joined-<n>`, n = number of presses so far). Drills (`exercise: true`) open
+stage `joined-<n>`, n = number of presses so far, so each stage name is unique). Drills (`exercise: true`) open
 their own `Exercise` incidents and never join real ones.
 """
 
@@ -31,7 +31,7 @@ def describer(esc: EscalationConfig) -> ladder.Describe:
         where = f"{inc.title} ({inc.zone})" if inc.zone else inc.title
         texts = {
             "opened": f"Panic button pressed at {where}",
-            "joined": f"Panic button pressed again at {where}: {_presses(inc)} presses",
+            "joined": f"Panic button pressed again at {where} ({inc.evidence_total} presses)",
             "onsite_overdue": f"Panic button at {where}: no on-site response after {esc.ack_seconds:g} s",
             "mobile_late": f"Panic button at {where}: mobile unit not on scene after {esc.arrive_target_seconds:g} s",
             "mobile_overdue": f"Panic button at {where}: mobile unit overdue, not on scene after {esc.arrive_limit_seconds:g} s",
@@ -45,10 +45,6 @@ def describer(esc: EscalationConfig) -> ladder.Describe:
     return describe
 
 
-def _presses(inc: Incident) -> int:
-    return sum(1 for e in inc.evidence if e.get("type") == "panic.pressed")
-
-
 def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context) -> tuple[SchoolState, list[Alert]]:
     if event.type != "panic.pressed":
         return state, []
@@ -59,7 +55,7 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
         inc = current.with_evidence(item)
         describe = describer(ctx.escalation)
         inc, alert = inc.emit(
-            f"joined-{_presses(inc)}", "Update", now, describe(inc, "joined", ""), deadlines=ladder.deadlines_view(inc, ctx.escalation)
+            f"joined-{inc.evidence_total}", "Update", now, describe(inc, "joined", ""), deadlines=ladder.deadlines_view(inc, ctx.escalation)
         )
         return state.put(inc), [alert]
 

@@ -71,7 +71,15 @@ def up(cfg: Config, say=print) -> None:
     say(f"topics: {', '.join(cfg.topics.contract())} ({cfg.kafka.partitions} partitions; created {len(created)})")
 
 
+def components(cfg: Config) -> list[Service]:
+    """Bridge and worker started in the background by `huxue demo` (pid files in HUXUE_HOME)."""
+    return [Service(name, cfg.home, marker="pipeline.cli") for name in ("bridge", "worker")]
+
+
 def down(cfg: Config, say=print) -> None:
+    for svc in components(cfg):
+        if svc.pid() is not None:
+            say(f"{svc.name}: {svc.stop(cfg.stack.stop_timeout_seconds)}")
     for svc in (kafka_server.service(cfg), mosquitto_server.service(cfg)):
         say(f"{svc.name}: {svc.stop(cfg.stack.stop_timeout_seconds)}")
 
@@ -91,4 +99,7 @@ def status(cfg: Config) -> list[dict[str, object]]:
                 "log": str(svc.logfile),
             }
         )
+    for svc in components(cfg):
+        if (pid := svc.pid()) is not None:
+            rows.append({"service": svc.name, "pid": pid, "address": "-", "state": "running", "log": str(svc.logfile)})
     return rows

@@ -1,0 +1,139 @@
+"""`huxue demo`: the whole pipeline and a scripted panic at Zixing No.1 Middle School.
+
+Starts the local stack (unless running), a bridge and a worker, background traffic from
+20 schools, then presses a panic button. A scripted operator lets the ladder escalate
+once, acknowledges, reports arrival and resolves, while every alert is printed as it
+arrives. Ladder timings are compressed (pipeline/data/demo.yaml: 10/20/30 s).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+
+from pipeline import simulate
+from pipeline.config import Config, load_config
+from pipeline.mqtt_client import Publisher
+from pipeline.ops import commands
+from pipeline.ops.alerts import follow, format_line
+from pipeline.registry import load_registry
+from pipeline.stack import local
+from pipeline.stack.process import Service
+
+SCHOOL = "zx-01"
+# stage seen -> (delay, command, who): the scripted duty room
+SCRIPT = {
+    "onsite_overdue": (2.0, "ack", "guard-zx01-02"),
+    "mobile_late": (2.0, "arrive", "patrol-unit-7"),
+    "arrived": (2.0, "resolve", "duty-officer-li"),
+}
+SCENARIO_TIMEOUT = 180.0
+
+
+def demo_config_path() -> Path:
+    return Path(str(resources.files("pipeline") / "data" / "demo.yaml"))
+
+
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def start_component(cfg: Config, cfg_path: Path, verb: str, ready_text: str, timeout: float = 120) -> Service:
+    svc = next(c for c in local.components(cfg) if c.name == verb)
+    if svc.pid() is not None:
+        svc.stop(cfg.stack.stop_timeout_seconds)  # a leftover from an interrupted demo
+    offset = svc.logfile.stat().st_size if svc.logfile.exists() else 0
+    svc.start([sys.executable, "-m", "pipeline.cli", "--config", str(cfg_path), verb])
+    deadline = time.monotonic() + timeout
+    while ready_text not in svc.logfile.read_bytes()[offset:].decode(errors="replace"):
+        if svc.pid() is None or time.monotonic() > deadline:
+            raise RuntimeError(f"{verb} did not start; last lines of {svc.logfile}:\n{svc.log_tail()}")
+        time.sleep(0.2)
+    return svc
+
+
+def main(config_path: str | None, exit_when_done: bool = False) -> int:
+    cfg_path = Path(config_path) if config_path else demo_config_path()
+    cfg = load_config(cfg_path)
+    registry = load_registry(cfg.registry_path)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    running = [r["service"] for r in local.status(cfg) if r["state"] == "ready"]
+    we_started_stack = not {"mosquitto", "kafka"} <= set(running)
+    say(f"huxue demo: 1-3-5 ladder compressed to {cfg.escalation.ack_seconds:g}/{cfg.escalation.arrive_target_seconds:g}/{cfg.escalation.arrive_limit_seconds:g} s; state in {cfg.home}")
+    components: list[Service] = []
+    publisher = alerts = None
+    try:
+        local.up(cfg, say=lambda t: say("stack: " + t))
+        say("starting worker and bridge ...")
+        components.append(start_component(cfg, cfg_path, "worker", "worker ready"))
+        components.append(start_component(cfg, cfg_path, "bridge", "mqtt connected"))
+        say(f"logs: {components[0].logfile} and {components[1].logfile}")
+
+        alerts = follow(cfg.kafka.bootstrap, cfg.topics.alerts, from_beginning=False)
+        next(alerts)
+        publisher = Publisher(cfg.mqtt)
+        sim = simulate.Simulator(registry, sorted(registry.schools))
+        threading.Thread(target=simulate.run, args=(publisher, sim, 20.0, stop), daemon=True, name="traffic").start()
+        say(f"traffic: {len(registry.schools)} schools, {len(sim.all_devices)} devices, 20 msg/s (heartbeats, plates, faces, video analytics)")
+
+        if stop.wait(3.0):
+            return 130
+        device, topic, payload = sim.press(SCHOOL)
+        publisher.publish(topic, payload).wait_for_publish(10)
+        say(f"PRESS  panic button {device.id} at {registry.school(SCHOOL).name} ({device.zone})")
+
+        done = run_script(cfg, alerts, stop, registry)
+        if done and not exit_when_done:
+            say("scenario complete; traffic keeps flowing. Try `huxue alerts tail --from-beginning` in another terminal. Ctrl-C stops everything.")
+            stop.wait()
+        return 0 if done else 1
+    finally:
+        stop.set()
+        if publisher:
+            publisher.close()
+        if alerts:
+            alerts.close()
+        for svc in reversed(components):
+            say(f"{svc.name}: {svc.stop(cfg.stack.stop_timeout_seconds)}")
+        if we_started_stack:
+            local.down(cfg, say=lambda t: say("stack: " + t))
+
+
+def run_script(cfg: Config, alerts, stop: threading.Event, registry) -> bool:
+    """Print alerts as they come and play the duty room; True once the incident is resolved."""
+    incident = None
+    pending: list[tuple[float, str, str]] = []
+    opened_at = None
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + SCENARIO_TIMEOUT
+    for alert in alerts:
+        if stop.is_set() or time.monotonic() > deadline:
+            if not stop.is_set():
+                say(f"scenario did not complete within {SCENARIO_TIMEOUT:g} s (see the worker log)")
+            return False
+        if alert is not None and alert.get("school_id") == SCHOOL and (incident is None or alert["incident_id"] == incident):
+            if alert["stage"] == "opened":
+                incident, opened_at = alert["incident_id"], time.time()
+            print("       ALERT " + format_line(alert, registry), flush=True)
+            seen[alert["stage"]] = time.time()
+            if alert["stage"] in SCRIPT:
+                delay, command, who = SCRIPT[alert["stage"]]
+                pending.append((time.monotonic() + delay, command, who))
+            if alert["stage"] == "resolved":
+                ack = seen.get("acknowledged", 0) - (opened_at or 0)
+                arrive = seen.get("arrived", 0) - (opened_at or 0)
+                say(f"DONE   {incident}: acknowledged after {ack:.0f} s, on scene after {arrive:.0f} s, resolved")
+                return True
+        for item in [p for p in pending if p[0] <= time.monotonic()]:
+            pending.remove(item)
+            _, command, who = item
+            outcome = commands.send(cfg, commands.build(command, incident, who), wait_s=0)
+            say(f"OPERATOR {who}: {command} {incident} ({outcome.detail})")
+    return False

@@ -1,0 +1,247 @@
+"""Test tooling for the real stack: processes, Kafka collectors, deadline waits.
+
+Everything here waits on conditions with deadlines; nothing sleeps a fixed time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kafka import KafkaConsumer, TopicPartition
+
+from pipeline import kafka_client
+from pipeline.config import Config, load_config
+from pipeline.mqtt_client import Publisher
+from pipeline.records import dumps, iso_utc, loads
+from pipeline.rules.incident import school_of
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll `cond` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_until(epoch: float) -> None:
+    """Wait until the wall clock passes `epoch` (for deadlines that must have passed)."""
+    wait_for(lambda: time.time() >= epoch, max(0.0, epoch - time.time()) + 5, f"clock to pass {iso_utc(epoch)}")
+
+
+def test_registry(n_schools: int = 60) -> dict[str, Any]:
+    """Schools t01..tNN, each with two panic buttons, a camera and a guard terminal."""
+    schools, devices = [], []
+    for i in range(1, n_schools + 1):
+        sid = f"t{i:02d}"
+        schools.append({"id": sid, "name": f"Test School {i}", "timezone": "Asia/Shanghai"})
+        devices += [
+            {"id": f"{sid}-btn-1", "school": sid, "kind": "panic_button", "zone": "gate"},
+            {"id": f"{sid}-btn-2", "school": sid, "kind": "panic_button", "zone": "office"},
+            {"id": f"{sid}-cam-1", "school": sid, "kind": "video_analytics", "zone": "gate"},
+            {"id": f"{sid}-post-1", "school": sid, "kind": "guard_terminal", "zone": "gate"},
+        ]
+    return {"schools": schools, "devices": devices}
+
+
+class Proc:
+    """A huxue verb in a subprocess, logging to a file we can search."""
+
+    def __init__(self, name: str, args: list[str], log: Path, env: dict[str, str] | None = None):
+        self.name, self.args, self.log = name, args, log
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self._offset = 0
+
+    def start(self) -> Proc:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self._offset = self.log.stat().st_size if self.log.exists() else 0
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", *self.args], stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=self.env, start_new_session=True
+        )
+        out.close()
+        return self
+
+    def output(self) -> str:
+        """Log lines written since the last start."""
+        with open(self.log, "rb") as f:
+            f.seek(self._offset)
+            return f.read().decode(errors="replace")
+
+    def wait_log(self, text: str, timeout: float) -> None:
+        def seen() -> bool:
+            if self.proc and self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
+            return text in self.output()
+
+        try:
+            wait_for(seen, timeout, f"{self.name} to log {text!r}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- {self.name} log:\n{self.output()[-3000:]}") from None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no clean-up."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Collector:
+    """Reads every partition of a topic from the beginning in a background thread."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.topic = topic
+        self.records: list[dict[str, Any]] = []
+        self.raw: list[Any] = []
+        self._stop = threading.Event()
+        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        # A just-created topic reaches the client's metadata a moment later.
+        ids = wait_for(lambda: self._consumer.partitions_for_topic(topic), 20, f"topic {topic} in metadata", interval=0.2)
+        parts = [TopicPartition(topic, p) for p in sorted(ids)]
+        self._consumer.assign(parts)
+        self._consumer.seek_to_beginning(*parts)
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"collect-{topic}")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for rs in self._consumer.poll(timeout_ms=100).values():
+                for r in rs:
+                    self.raw.append(r)
+                    self.records.append(loads(r.value))
+
+    def wait(self, pred: Callable[[list[dict[str, Any]]], Any], timeout: float, what: str) -> Any:
+        try:
+            return wait_for(lambda: pred(list(self.records)), timeout, what)
+        except AssertionError as exc:
+            tail = "\n".join(str(r) for r in self.records[-10:])
+            raise AssertionError(f"{exc}\n--- last records on {self.topic}:\n{tail}") from None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
+
+
+class Pipeline:
+    """One isolated huxue deployment on the shared brokers: own topic prefix, app id, bridge id."""
+
+    def __init__(self, stack_cfg: dict[str, Any], workdir: Path, escalation: tuple[float, float, float] = (2, 4, 6), partitions: int = 3):
+        tag = uuid.uuid4().hex[:6]
+        self.workdir = workdir
+        self.raw_cfg = {
+            **stack_cfg,
+            "kafka": {**stack_cfg["kafka"], "topic_prefix": f"t-{tag}.", "partitions": partitions},
+            "escalation": dict(zip(("ack_seconds", "arrive_target_seconds", "arrive_limit_seconds"), escalation)),
+            "bridge": {"client_id": f"bridge-{tag}"},
+            "worker": {"app_id": f"worker-{tag}", "instance_id": f"worker-{tag}-0", "tick_seconds": 0.25},
+        }
+        self.cfg_path = workdir / f"huxue-{tag}.yaml"
+        self.cfg_path.write_text(yaml.safe_dump(self.raw_cfg))
+        self.cfg: Config = load_config(self.cfg_path, env={})
+        t = self.cfg.topics
+        kafka_client.ensure_topics(self.cfg.kafka.bootstrap, [*t.contract(), t.ticks], partitions)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HUXUE_")}
+        base = ["--config", str(self.cfg_path)]
+        self.bridge = Proc("bridge", [*base, "bridge"], workdir / f"bridge-{tag}.log", env)
+        self.worker = Proc("worker", [*base, "worker"], workdir / f"worker-{tag}.log", env)
+        self.events = Collector(self.cfg.kafka.bootstrap, t.events)
+        self.dlq = Collector(self.cfg.kafka.bootstrap, t.events_dlq)
+        self.alerts = Collector(self.cfg.kafka.bootstrap, t.alerts)
+        self.rejected = Collector(self.cfg.kafka.bootstrap, t.commands_dlq)
+        self.publisher = Publisher(self.cfg.mqtt)
+        self.producer = kafka_client.producer(self.cfg.kafka.bootstrap)
+        self._n = 0
+
+    # -- processes ---------------------------------------------------------------
+    def start_bridge(self) -> None:
+        self.bridge.start()
+        self.bridge.wait_log("mqtt connected", 30)
+
+    def start_worker(self) -> None:
+        self.worker.start()
+        self.worker.wait_log("worker ready", 90)
+
+    def start(self) -> Pipeline:
+        self.start_worker()
+        self.start_bridge()
+        self.wait_flowing()
+        return self
+
+    def wait_flowing(self, device: str = "t60-cam-1", timeout: float = 30) -> None:
+        """Publish heartbeats until one shows up on the events topic: the bridge is subscribed."""
+        probe = f"probe-{uuid.uuid4().hex[:8]}"
+
+        def arrived() -> bool:
+            self.publish(device, {"event_id": f"{probe}-{time.monotonic_ns()}", "type": "device.heartbeat", "ts": iso_utc(time.time()), "attrs": {"probe": probe}})
+            return any(r.get("attrs", {}).get("probe") == probe for r in self.events.records)
+
+        wait_for(arrived, timeout, "the bridge to forward a probe", interval=0.5)
+
+    def close(self) -> None:
+        for p in (self.bridge, self.worker):
+            p.stop()
+        self.publisher.close()
+        self.producer.close()
+        for c in (self.events, self.dlq, self.alerts, self.rejected):
+            c.close()
+
+    # -- input -------------------------------------------------------------------
+    def event_id(self) -> str:
+        self._n += 1
+        return f"ev-{uuid.uuid4().hex[:8]}-{self._n}"
+
+    def publish(self, device: str, body: dict[str, Any] | bytes, channel: str = "events", retain: bool = False) -> None:
+        payload = body if isinstance(body, bytes) else dumps(body)
+        self.publisher.publish(f"huxue/v1/devices/{device}/{channel}", payload, retain=retain).wait_for_publish(10)
+
+    def press(self, device: str, exercise: bool = False, event_id: str | None = None) -> dict[str, Any]:
+        body = {"event_id": event_id or self.event_id(), "type": "panic.pressed", "ts": iso_utc(time.time()), "exercise": exercise}
+        self.publish(device, body)
+        return body
+
+    def command(self, command: str, incident_id: str, by: str = "tester", school_id: str = "", **extra: Any) -> dict[str, Any]:
+        cmd = {"command": command, "incident_id": incident_id, "by": by, "at": iso_utc(time.time()), "command_id": uuid.uuid4().hex, **extra}
+        school = school_id or school_of(incident_id) or ""
+        self.producer.send(self.cfg.topics.commands, key=school, value=dumps(cmd)).get(30)
+        return cmd
+
+    # -- output ------------------------------------------------------------------
+    def alerts_of(self, school: str) -> list[dict[str, Any]]:
+        return [a for a in self.alerts.records if a["school_id"] == school]
+
+    def wait_stage(self, school: str, stage: str, timeout: float = 20) -> dict[str, Any]:
+        found = self.alerts.wait(lambda rs: [a for a in rs if a["school_id"] == school and a["stage"] == stage], timeout, f"{school} {stage}")
+        return found[0]

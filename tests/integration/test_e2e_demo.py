@@ -1,0 +1,38 @@
+"""`huxue demo` end to end on the session's brokers: the README's first command really works."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from harness import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_plays_the_scenario_and_cleans_up(stack, workdir):
+    demo = yaml.safe_load((REPO / "pipeline" / "data" / "demo.yaml").read_text())
+    cfg = {**demo, "mqtt": stack["mqtt"], "kafka": stack["kafka"], "stack": stack["stack"], "registry": str(REPO / "pipeline" / "data" / "registry.yaml")}
+    path = workdir / "demo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUXUE_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "--config", str(path), "demo", "--exit-when-done"],
+        capture_output=True, text=True, timeout=300, cwd=REPO, env=env,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    order = ["PRESS", "panic/opened", "panic/onsite_overdue", "OPERATOR guard-zx01-02: ack", "panic/acknowledged",
+             "panic/mobile_late", "OPERATOR patrol-unit-7: arrive", "panic/arrived", "panic/resolved", "DONE"]
+    positions = [out.find(marker) for marker in order]
+    assert -1 not in positions, out
+    assert positions == sorted(positions), out
+    assert "mobile_overdue" not in out  # arrival came before the 5-minute limit
+    # the demo found the brokers running, so it stopped only what it started
+    assert "bridge: stopped" in out and "worker: stopped" in out
+    assert "stack: kafka: stopped" not in out
+    assert result.stderr.count("ERROR") == 0, result.stderr

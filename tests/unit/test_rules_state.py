@@ -1,0 +1,196 @@
+"""pipeline/rules/state.py and pipeline/rules/incident.py: per-school state, incidents."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from pipeline.rules import engine
+from pipeline.rules.incident import MAX_EVIDENCE, Incident, incident_id_for, school_of
+from pipeline.rules.state import KEEP_APPLIED_SECONDS, KEEP_CLOSED_SECONDS, MAX_APPLIED, Context, SchoolState
+from pipeline.registry import Registry
+from unit_helpers import ESC, SCHOOL, SCHOOL_NAME, T0, Driver, command, make_ctx, press
+
+DAY = 24 * 3600
+
+
+def make_incident(**kw) -> Incident:
+    base = dict(
+        incident_id="inc-20261129-zx-01-0001",
+        school_id=SCHOOL,
+        rule="panic",
+        status="Actual",
+        severity="Extreme",
+        urgency="Immediate",
+        certainty="Likely",
+        zone="gate-north",
+        opened_at=T0,
+    )
+    base.update(kw)
+    return Incident(**base)
+
+
+# --- incident ids -------------------------------------------------------------------------------
+
+
+def test_incident_id_uses_the_school_local_date():
+    # T0 is 2026-11-28 23:41 UTC: already the 29th in Shanghai, still the 28th in London
+    assert incident_id_for("zx-01", 7, T0, "Asia/Shanghai") == "inc-20261129-zx-01-0007"
+    assert incident_id_for("bh-02", 7, T0, "Europe/London") == "inc-20261128-bh-02-0007"
+    assert incident_id_for("s", 12345, T0, "UTC") == "inc-20261128-s-12345"
+
+
+@pytest.mark.parametrize("school", ["zx-01", "a", "x-y-z-0001", "s.1_2"])
+def test_school_of_reads_the_school_back(school):
+    assert school_of(incident_id_for(school, 3, T0, "UTC")) == school
+
+
+@pytest.mark.parametrize("text", ["", "inc-20261129-0007", "incident-20261129-zx-01-0001", "inc-2026112-zx-01-0001", "inc-20261129-zx-01-01"])
+def test_school_of_rejects_other_text(text):
+    assert school_of(text) is None
+
+
+# --- incident --------------------------------------------------------------------------------------
+
+
+def test_emit_numbers_alerts_and_records_stages():
+    inc = make_incident(evidence=({"event_id": "e-1"},))
+    inc2, a1 = inc.emit("opened", "Alert", T0, "h1", deadlines={"ack_by": "x"})
+    inc3, a2 = inc2.emit("onsite_overdue", "Update", T0 + 60, "h2", due=T0 + 60)
+    assert (a1.identifier, a2.identifier) == (f"{inc.incident_id}/1", f"{inc.incident_id}/2")
+    assert inc3.stages == ("opened", "onsite_overdue") and inc3.messages == 2
+    assert inc.messages == 0 and inc.stages == ()  # immutable
+    assert a2.due == "2026-11-28T23:42:03.250Z" and a1.due == ""
+    assert a1.evidence == [{"event_id": "e-1"}]
+    assert a1.deadlines == {"ack_by": "x"}
+
+
+def test_exercise_headlines_are_marked():
+    _, a = make_incident(status="Exercise").emit("opened", "Alert", T0, "Panic")
+    assert a.headline == "[DRILL] Panic" and a.status == "Exercise"
+
+
+def test_with_evidence_keeps_first_and_latest():
+    inc = make_incident()
+    for i in range(MAX_EVIDENCE + 20):
+        inc = inc.with_evidence({"event_id": f"e-{i}"})
+    assert len(inc.evidence) == MAX_EVIDENCE
+    assert inc.evidence[0] == {"event_id": "e-0"}
+    assert inc.evidence[-1] == {"event_id": f"e-{MAX_EVIDENCE + 19}"}
+    assert inc.evidence[1] == {"event_id": "e-21"}
+
+
+def test_incident_round_trip():
+    inc = make_incident(
+        evidence=({"event_id": "e", "media": {"u": 1}},),
+        stages=("opened",),
+        messages=1,
+        deadlines={"mobile_late": T0 + 180},
+        acked_at=T0 + 1,
+        acked_by="g",
+        title=SCHOOL_NAME,
+    )
+    assert Incident.from_dict(inc.to_dict()) == inc
+    assert Incident.from_dict(orjson.loads(orjson.dumps(inc.to_dict()))) == inc
+
+
+# --- school state ---------------------------------------------------------------------------------
+
+
+def test_open_incident_matches_rule_and_status():
+    a = make_incident()
+    x = make_incident(incident_id="inc-20261129-zx-01-0002", status="Exercise")
+    closed = make_incident(incident_id="inc-20261129-zx-01-0003", closed_at=T0)
+    s = SchoolState(SCHOOL).put(closed).put(a).put(x)
+    assert s.open_incident("panic", "Actual") is a
+    assert s.open_incident("panic", "Exercise") is x
+    assert s.open_incident("other", "Actual") is None
+    assert SchoolState(SCHOOL).put(closed).open_incident("panic", "Actual") is None
+
+
+def test_new_incident_id_advances_the_sequence():
+    s = SchoolState(SCHOOL)
+    s2, iid = s.new_incident_id(T0, "Asia/Shanghai")
+    s3, iid2 = s2.new_incident_id(T0, "Asia/Shanghai")
+    assert (iid, iid2) == ("inc-20261129-zx-01-0001", "inc-20261129-zx-01-0002")
+    assert (s.next_seq, s2.next_seq, s3.next_seq) == (1, 2, 3)
+
+
+def test_mark_applied_is_bounded_and_keeps_the_newest():
+    s = SchoolState(SCHOOL)
+    for i in range(MAX_APPLIED + 10):
+        s = s.mark_applied(f"k{i}", T0 + i)
+    assert len(s.applied) == MAX_APPLIED
+    assert "k0" not in s.applied and f"k{MAX_APPLIED + 9}" in s.applied
+    assert min(s.applied.values()) == T0 + 10
+
+
+def test_pruned_forgets_closed_incidents_and_applied_keys_after_retention():
+    open_inc = make_incident()
+    closed = make_incident(incident_id="inc-20261129-zx-01-0002", closed_at=T0)
+    s = SchoolState(SCHOOL).put(open_inc).put(closed).mark_applied("dev/e-1", T0)
+    assert s.pruned(T0 + min(KEEP_CLOSED_SECONDS, KEEP_APPLIED_SECONDS) - 1) is s
+    p = s.pruned(T0 + max(KEEP_CLOSED_SECONDS, KEEP_APPLIED_SECONDS))
+    assert set(p.incidents) == {open_inc.incident_id}  # open incidents are never pruned
+    assert p.applied == {}
+
+
+def test_next_due_ignores_closed_incidents():
+    a = make_incident(deadlines={"onsite_overdue": T0 + 60, "mobile_late": T0 + 180})
+    b = make_incident(incident_id="inc-20261129-zx-01-0002", deadlines={"onsite_overdue": T0 + 5}, closed_at=T0)
+    assert SchoolState(SCHOOL).next_due() is None
+    assert SchoolState(SCHOOL).put(a).put(b).next_due() == T0 + 60
+
+
+def test_from_dict_defaults():
+    s = SchoolState.from_dict({"school_id": SCHOOL})
+    assert s == SchoolState(SCHOOL)
+
+
+def test_context_lookups():
+    ctx = make_ctx()
+    assert ctx.school_name(SCHOOL) == SCHOOL_NAME
+    assert ctx.school_tz(SCHOOL) == "Asia/Shanghai"
+    assert ctx.school_name("nowhere") == "nowhere"
+    assert ctx.school_tz("nowhere") == "UTC"
+
+
+def test_school_missing_from_registry_still_works():
+    ctx = Context(escalation=ESC, registry=Registry({}, {}, {}))
+    d = Driver(ctx)
+    [a] = d.press(T0)
+    assert a.incident_id == "inc-20261128-zx-01-0001"  # UTC date
+    assert SCHOOL in a.headline
+
+
+# --- retention through the engine ------------------------------------------------------------------
+
+
+def test_closed_incident_is_closed_for_a_day_then_unknown():
+    d = Driver()
+    [a] = d.press(T0)
+    iid = a.incident_id
+    d.command(T0 + 10, "resolve", iid)
+    d.tick(T0 + 10 + DAY - 1)
+    out = d.command(T0 + 10 + DAY - 0.5, "ack", iid)
+    assert out.rejected[0][1].reason_code == "incident_closed"
+    d.tick(T0 + 10 + DAY)
+    assert iid not in d.state.incidents
+    out = d.command(T0 + 10 + DAY + 1, "ack", iid)
+    assert out.rejected[0][1].reason_code == "unknown_incident"
+
+
+def test_tick_without_changes_returns_the_same_state():
+    d = Driver()
+    before = d.state
+    out = engine.on_tick(before, T0, d.ctx)
+    assert out.state is before and out.alerts == [] and not out.changed(before)
+    out2 = engine.on_event(before, press("e"), T0, d.ctx)
+    assert out2.changed(before)
+
+
+def test_rejected_command_does_not_change_state():
+    d = Driver()
+    before = d.state
+    out = engine.on_command(before, command("ack", "inc-x"), T0, d.ctx)
+    assert not out.changed(before) and out.rejected
