@@ -1,0 +1,80 @@
+"""Broker outages: the bridge holds, reconnects and loses nothing.
+
+These restart the session's brokers, so they use only their own bridge and wait until
+both brokers are ready again before handing back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import yaml
+
+from harness import Pipeline, wait_for
+from pipeline import kafka_client
+from pipeline.config import load_config
+from pipeline.mqtt_client import wait_for_mqtt
+from pipeline.records import iso_utc
+from pipeline.stack import kafka_server, mosquitto_server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack_cfg(stack, workdir):
+    path = workdir / "stack.yaml"
+    path.write_text(yaml.safe_dump(stack))
+    return load_config(path, env={})
+
+
+def publish_stream(p: Pipeline, device: str, ids: list[str], every: float) -> threading.Thread:
+    def run() -> None:
+        for eid in ids:
+            p.publisher.publish(f"huxue/v1/devices/{device}/events", f'{{"event_id":"{eid}","type":"video.loiter","ts":"{iso_utc(time.time())}"}}', qos=1)
+            time.sleep(every)  # pacing: the stream spans the outage
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def test_kafka_restart_mid_stream_loses_nothing(stack, stack_cfg, workdir):
+    p = Pipeline(stack, workdir)
+    try:
+        p.start_bridge()
+        p.wait_flowing()
+        ids = [f"kafka-out-{i}-{p.event_id()}" for i in range(400)]
+        wanted = set(ids)
+        t = publish_stream(p, "t30-cam-1", ids, 0.01)
+        p.events.wait(lambda rs: sum(r["event_id"] in wanted for r in rs) > 50, 30, "the stream to start")
+        kafka = kafka_server.service(stack_cfg)
+        assert kafka.stop(30) == "stopped"
+        t.join(60)  # the rest of the stream is published while Kafka is down
+        kafka_server.start(stack_cfg)
+        kafka_client.wait_for_kafka(stack_cfg.kafka.bootstrap, 90)
+        p.events.wait(lambda rs: wanted <= {r["event_id"] for r in rs}, 120, "every event after Kafka is back")
+        assert "kafka has not confirmed records" in p.bridge.output() or "kafka did not take a record" in p.bridge.output()
+    finally:
+        kafka_client.wait_for_kafka(stack_cfg.kafka.bootstrap, 90)
+        p.close()
+
+
+def test_mosquitto_restart_bridge_reconnects_and_resumes(stack, stack_cfg, workdir):
+    p = Pipeline(stack, workdir)
+    try:
+        p.start_bridge()
+        p.wait_flowing()
+        broker = mosquitto_server.service(stack_cfg)
+        assert broker.stop(30) == "stopped"
+        p.bridge.wait_log("mqtt disconnected", 30)
+        mosquitto_server.start(stack_cfg)
+        wait_for_mqtt(stack_cfg.mqtt, 30)
+        # the reconnect log line appears a second time, then traffic flows again
+        wait_for(lambda: p.bridge.output().count("mqtt connected") >= 2, 60, "the bridge to reconnect")
+        assert "session_present=true" in p.bridge.output().split("mqtt disconnected")[-1]
+        p.wait_flowing()  # the test's own publisher reconnects by itself too
+    finally:
+        wait_for_mqtt(stack_cfg.mqtt, 30)
+        p.close()
