@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.serializer import Serializer
@@ -97,22 +97,6 @@ def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
     )
     settings.update(overrides)
     return KafkaProducer(**settings)
-
-
-def consume(bootstrap: str, topics: list[str], *, from_beginning: bool = True, group_id: str | None = None, timeout_s: float | None = None) -> Iterator[Any]:
-    """Yield records of `topics` (no group by default: reads every partition)."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=group_id,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        enable_auto_commit=group_id is not None,
-        consumer_timeout_ms=int(timeout_s * 1000) if timeout_s else float("inf"),
-    )
-    try:
-        consumer.subscribe(topics)
-        yield from consumer
-    finally:
-        consumer.close()
 
 
 def wait_for_kafka(bootstrap: str, timeout: float, alive: Any = None) -> None:

@@ -27,7 +27,6 @@ class InOrderAcker:
         self._ack = ack
         self._q: deque[Slot] = deque()
         self._lock = threading.Lock()
-        self._drained = threading.Condition(self._lock)
         self.epoch = 0
         self.acked = 0
 
@@ -47,15 +46,12 @@ class InOrderAcker:
                 if head.epoch == self.epoch and head.qos > 0:
                     self._ack(head.mid, head.qos)
                     self.acked += 1
-            if not self._q:
-                self._drained.notify_all()
 
     def new_connection(self) -> None:
         """On every (re)connect: pending slots belong to the old connection."""
         with self._lock:
             self._q.clear()
             self.epoch += 1
-            self._drained.notify_all()
 
     def depth(self) -> int:
         return len(self._q)
@@ -65,6 +61,3 @@ class InOrderAcker:
         with self._lock:
             return time.monotonic() - self._q[0].arrived if self._q else 0.0
 
-    def wait_drained(self, timeout: float) -> bool:
-        with self._lock:
-            return self._drained.wait_for(lambda: not self._q, timeout)

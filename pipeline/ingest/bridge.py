@@ -52,7 +52,7 @@ class Bridge:
         self._trouble_reason = ""
         # Written by one thread each (network thread / Kafka sender thread): no lock needed.
         self.received = 0
-        self.rejected = 0
+        self.rejected: dict[str, int] = {}  # reason_code -> count
         self.confirmed = 0
         self.failed = 0
 
@@ -85,7 +85,8 @@ class Bridge:
     def counters(self) -> dict[str, int]:
         return {
             "received": self.received,
-            "rejected": self.rejected,
+            "rejected": sum(dict(self.rejected).values()),
+            **{f"rejected_{code}": n for code, n in sorted(dict(self.rejected).items())},  # copy: another thread adds keys
             "confirmed": self.confirmed,
             "failed": self.failed,
             "inflight": self.acker.depth(),
@@ -194,8 +195,8 @@ class Bridge:
         if isinstance(result, CanonicalEvent):
             self._send(slot, self.topics.events, result.school_id, dumps(result.to_dict()), headers)
         else:
-            self.rejected += 1
-            log.info("rejected", extra={"reason_code": result.reason_code, "device": result.device_id or "-", "topic": msg.topic})
+            self.rejected[result.reason_code] = self.rejected.get(result.reason_code, 0) + 1
+            log.debug("rejected", extra={"reason_code": result.reason_code, "device": result.device_id or "-", "topic": msg.topic})
             entry = dlq_entry(result, msg.topic, msg.payload, received_at)
             self._send(slot, self.topics.events_dlq, result.device_id, dumps(entry), headers)
         if self.acker.depth() > self.cfg.bridge.max_inflight_hard:

@@ -34,7 +34,7 @@ def describer(inc: Incident, ctx: Context) -> ladder.Describe:
 
 
 def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context) -> Outcome:
-    state, alerts = fire_due(state, now, ctx)
+    state, alerts = fire_due(state.pruned(now), now, ctx)
     if event.key in state.applied:  # redelivered: already part of the state
         return Outcome(state, alerts)
     after, new = panic.on_event(state, event, now, ctx)
@@ -44,7 +44,7 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
 
 
 def on_command(state: SchoolState, cmd: Command, now: float, ctx: Context) -> Outcome:
-    state, alerts = fire_due(state, now, ctx)
+    state, alerts = fire_due(state.pruned(now), now, ctx)
     key = command_key(cmd)
     if key in state.applied:
         return Outcome(state, alerts)
@@ -59,8 +59,8 @@ def on_command(state: SchoolState, cmd: Command, now: float, ctx: Context) -> Ou
 
 
 def on_tick(state: SchoolState, now: float, ctx: Context) -> Outcome:
-    state, alerts = fire_due(state, now, ctx)
-    return Outcome(state.pruned(now), alerts)
+    state, alerts = fire_due(state.pruned(now), now, ctx)
+    return Outcome(state, alerts)
 
 
 def fire_due(state: SchoolState, now: float, ctx: Context) -> tuple[SchoolState, list[Alert]]:
