@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from pipeline.rules.settings import SEVERITIES, RulesConfig
+
 
 class ConfigError(ValueError):
     """The configuration file is invalid; the message says where and why."""
@@ -116,6 +118,7 @@ class Config:
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     stack: StackConfig = field(default_factory=StackConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
     # Directory the configuration file lives in; relative paths resolve against it.
     base_dir: str = "."
 
@@ -170,13 +173,17 @@ class Topics:
         return f"{self.prefix}commands.dlq"
 
     @property
+    def silences(self) -> str:
+        return f"{self.prefix}silences"
+
+    @property
     def ticks(self) -> str:
         # Internal to one worker app: its per-partition clock (see worker/app.py).
         return f"{self.app_id}-ticks"
 
     def contract(self) -> list[str]:
         """Topics every deployment has; `huxue stack up` creates them."""
-        return [self.events, self.events_dlq, self.alerts, self.commands, self.commands_dlq]
+        return [self.events, self.events_dlq, self.alerts, self.commands, self.commands_dlq, self.silences]
 
 
 def packaged_config_path() -> Path:
@@ -198,16 +205,44 @@ def _build(cls: type, data: Any, where: str) -> Any:
     for name, value in data.items():
         f = known[name]
         path = f"{where}.{name}" if where else name
-        if f.default_factory is not dataclasses.MISSING:
-            kwargs[name] = _build(type(f.default_factory()), value, path)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, path)
+        elif name == "schools" and f.type == "dict[str, dict[str, Any]]":
+            kwargs[name] = _overrides(cls, value, path)
         else:
             kwargs[name] = _coerce(value, f.type, path)
     return cls(**kwargs)
 
 
+def _overrides(cls: type, value: Any, where: str) -> dict[str, dict[str, Any]]:
+    """Per-school overrides of a rule block: each checked like the block itself."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of school id -> settings")
+    out = {}
+    for school, override in value.items():
+        if isinstance(override, dict) and "schools" in override:
+            raise ConfigError(f"{where}.{school}: overrides cannot nest 'schools'")
+        built = _build(cls, override, f"{where}.{school}")
+        out[str(school)] = {k: getattr(built, k) for k in (override or {})}
+    return out
+
+
 def _coerce(value: Any, declared: str, where: str) -> Any:
-    """Check a scalar against the field's declared type (annotations are strings here)."""
+    """Check a value against the field's declared type (annotations are strings here)."""
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if declared == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if declared == "tuple[str, ...]":
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+    if declared == "dict[str, str]":
+        if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+            return {str(k): v for k, v in value.items()}
+        raise ConfigError(f"{where}: expected a mapping of strings, got {value!r}")
     if declared in ("int", "float"):
         if not is_number or (declared == "int" and not isinstance(value, int)):
             raise ConfigError(f"{where}: expected {'an integer' if declared == 'int' else 'a number'}, got {value!r}")
@@ -261,3 +296,22 @@ def _validate(cfg: Config, where: Path) -> None:
         raise ConfigError(f"{where}: bridge.max_inflight_hard must be >= bridge.max_inflight")
     if not 0 < cfg.worker.tick_seconds <= 5:
         raise ConfigError(f"{where}: worker.tick_seconds must be in (0, 5]")
+    _validate_severities(cfg.rules, f"{where}: rules")
+
+
+def _validate_severities(node: Any, where: str) -> None:
+    """Every severity the rules can emit must be one of CAP's four."""
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        path = f"{where}.{f.name}"
+        if dataclasses.is_dataclass(value):
+            _validate_severities(value, path)
+        elif f.name.startswith("severity") and value not in SEVERITIES:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(SEVERITIES)}")
+        elif f.name in ("categories", "plates"):
+            bad = {k: v for k, v in value.items() if v not in SEVERITIES}
+            if bad:
+                raise ConfigError(f"{path}: severities must be one of {', '.join(SEVERITIES)}: {bad}")
+        elif f.name == "schools" and isinstance(value, dict):
+            for school, override in value.items():
+                _validate_severities(dataclasses.replace(node, schools={}, **override), f"{where}.schools.{school}")

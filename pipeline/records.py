@@ -47,7 +47,10 @@ DEVICE_KINDS = frozenset(
     }
 )
 SEVERITIES = ("Extreme", "Severe", "Moderate", "Minor")
-COMMANDS = ("ack", "arrive", "resolve", "false_alarm")
+# commands on one incident, and commands on a school (silences, lockdown)
+INCIDENT_COMMANDS = ("ack", "arrive", "resolve", "false_alarm")
+SCHOOL_COMMANDS = ("silence", "unsilence", "lockdown", "lift_lockdown")
+COMMANDS = INCIDENT_COMMANDS + SCHOOL_COMMANDS
 
 
 def dumps(obj: Any) -> bytes:
@@ -134,6 +137,15 @@ class CanonicalEvent:
     def received_epoch(self) -> float:
         return parse_ts(self.received_at)
 
+    def credible_ts(self, max_skew: float) -> float:
+        """When it happened: the device's time, unless that clock is not credible.
+
+        An event cannot happen after it arrived, and a device claiming a time more than
+        `max_skew` before arrival is re-timed to arrival minus that bound.
+        """
+        received = self.received_epoch
+        return min(received, max(self.ts_epoch, received - max_skew))
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         if d["media"] is None:
@@ -148,45 +160,106 @@ class CanonicalEvent:
 
 @dataclass(frozen=True)
 class Command:
-    """An operator command on `huxue.commands` (key: school_id)."""
+    """An operator command on `huxue.commands` (key: school_id).
+
+    Incident commands name `incident_id`; school commands name `school_id`:
+    `silence` (scope `{device: id}`, `{zone: name}` or `{}` for the whole school,
+    `duration_seconds` or `until`, and a mandatory `reason`), `unsilence`
+    (`silence_id`), `lockdown` (`reason`) and `lift_lockdown`.
+    """
 
     command: str
-    incident_id: str
     by: str
-    at: str
+    at: str = ""
+    incident_id: str = ""
     note: str = ""
     # Optional, added by huxue's own clients: lets the sender find its outcome.
     command_id: str = ""
     school_id: str = ""
+    scope: dict[str, str] = field(default_factory=dict)
+    duration_seconds: float = 0.0
+    until: str = ""
+    reason: str = ""
+    silence_id: str = ""
+    exercise: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v != "" or k in ("note",)}
+        return {k: v for k, v in dataclasses.asdict(self).items() if v not in ("", 0.0, {}, False) or k == "note"}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Command:
         """Validate a decoded command; ValueError says what is wrong."""
         if not isinstance(d, dict):
             raise ValueError("command must be a JSON object")
-        for name in ("command", "incident_id", "by"):
+        for name in ("command", "by"):
             if not isinstance(d.get(name), str) or not d[name]:
                 raise ValueError(f"field {name!r} is required and must be a non-empty string")
-        if d["command"] not in COMMANDS:
-            raise ValueError(f"unknown command {d['command']!r}; one of {', '.join(COMMANDS)}")
-        at = d.get("at")
-        if at is None or at == "":
-            at = ""
-        else:
-            epoch = parse_ts(at)  # raises with the reason
-            at = at if isinstance(at, str) else iso_utc(epoch)
+        command = d["command"]
+        if command not in COMMANDS:
+            raise ValueError(f"unknown command {command!r}; one of {', '.join(COMMANDS)}")
+        need = {"incident_id"} if command in INCIDENT_COMMANDS else {"school_id"}
+        if command == "unsilence":
+            need.add("silence_id")
+        for name in need:
+            if not isinstance(d.get(name), str) or not d[name]:
+                raise ValueError(f"{command} needs {name!r} (a non-empty string)")
+        scope = d.get("scope") or {}
+        if not isinstance(scope, dict) or not set(scope) <= {"device", "zone"} or len(scope) > 1 or not all(isinstance(v, str) and v for v in scope.values()):
+            raise ValueError("field 'scope' must be {}, {\"device\": id} or {\"zone\": name}")
+        duration = d.get("duration_seconds", 0) or 0
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)) or duration < 0:
+            raise ValueError("field 'duration_seconds' must be a non-negative number")
+        exercise = d.get("exercise", False)
+        if not isinstance(exercise, bool):
+            raise ValueError("field 'exercise' must be a boolean")
         return cls(
-            command=d["command"],
-            incident_id=d["incident_id"],
+            command=command,
             by=d["by"],
-            at=at,
+            at=_time_field(d, "at"),
+            incident_id=str(d.get("incident_id") or ""),
             note=str(d.get("note") or ""),
             command_id=str(d.get("command_id") or ""),
             school_id=str(d.get("school_id") or ""),
+            scope={str(k): str(v) for k, v in scope.items()},
+            duration_seconds=float(duration),
+            until=_time_field(d, "until"),
+            reason=str(d.get("reason") or "").strip(),
+            silence_id=str(d.get("silence_id") or ""),
+            exercise=exercise,
         )
+
+
+def _time_field(d: dict[str, Any], name: str) -> str:
+    """An optional time: kept as given when RFC 3339, epoch ms rendered as RFC 3339."""
+    value = d.get(name)
+    if value is None or value == "":
+        return ""
+    try:
+        epoch = parse_ts(value)
+    except ValueError as exc:
+        raise ValueError(f"field {name!r}: {exc}") from None
+    return value if isinstance(value, str) else iso_utc(epoch)
+
+
+@dataclass(frozen=True)
+class SilenceNotice:
+    """A change of a silence, on `huxue.silences` (key: school_id)."""
+
+    silence_id: str
+    school_id: str
+    state: str  # active | ended
+    scope: dict[str, str]
+    reason: str
+    by: str
+    starts: str
+    ends: str
+    sent: str
+    command_id: str = ""
+    ended_by: str = ""  # who lifted it, or "expiry"
+    suppressed: int = 0  # incidents it kept from being raised
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -217,6 +290,10 @@ class Alert:
     note: str = ""
     # Deadline stages: when the deadline was due (lateness = sent - due).
     due: str = ""
+    # Non-empty while the incident is held back (lockdown): recorded, nobody notified.
+    held: str = ""
+    # Stage `superseded`: the incident that took this one's evidence over.
+    superseded_by: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v not in ("", None) or k in _ALERT_REQUIRED}

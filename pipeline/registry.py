@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import time
+from functools import cached_property
+from datetime import date, time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -40,6 +41,7 @@ class School:
     close: time = time(17, 30)
     windows: tuple[Window, ...] = ()
     posts: tuple[Post, ...] = ()
+    closed_dates: frozenset[date] = frozenset()  # holidays: no school hours, no windows
 
     @property
     def tz(self) -> ZoneInfo:
@@ -72,7 +74,14 @@ class Registry:
         return self.external.get((ecosystem, name))
 
     def devices_of(self, school_id: str) -> list[Device]:
-        return [d for d in self.devices.values() if d.school == school_id]
+        return self._by_school.get(school_id, [])
+
+    @cached_property
+    def _by_school(self) -> dict[str, list[Device]]:
+        index: dict[str, list[Device]] = {}
+        for d in self.devices.values():
+            index.setdefault(d.school, []).append(d)
+        return index
 
 
 def _time(value: Any, where: str) -> time:
@@ -104,6 +113,10 @@ def _school(raw: dict[str, Any], where: str) -> School:
     posts = tuple(
         Post(str(p["id"]), int(p.get("required_officers", 2))) for p in raw.get("posts") or []
     )
+    try:
+        closed = frozenset(d if isinstance(d, date) else date.fromisoformat(str(d)) for d in raw.get("closed_dates") or [])
+    except ValueError as exc:
+        raise ConfigError(f"{where} ({sid}): closed_dates must be YYYY-MM-DD: {exc}") from exc
     return School(
         id=sid,
         name=str(raw.get("name", sid)),
@@ -113,6 +126,7 @@ def _school(raw: dict[str, Any], where: str) -> School:
         close=_time(hours.get("close", "17:30"), f"{where}.hours.close"),
         windows=windows,
         posts=posts,
+        closed_dates=closed,
     )
 
 

@@ -39,6 +39,8 @@ def evidence_of(event: CanonicalEvent) -> dict[str, Any]:
         "ts": event.ts,
         "zone": event.zone,
     }
+    if event.attrs:
+        item["attrs"] = event.attrs
     if event.media:
         item["media"] = event.media
     return item
@@ -67,18 +69,25 @@ class Incident:
     closed_at: float | None = None
     closed_stage: str = ""
     notify: tuple[str, ...] = ("onsite", "mobile", "command")
-    # rule-specific facts that shape headlines (e.g. the school's display name)
+    # what the incident is about, for headlines: "Watchlist face (wanted) at <school> (gate)"
     title: str = ""
+    # identity within the rule at one school: further evidence with the same key joins
+    # (a zone, a person_ref, a plate, a device/condition, a post)
+    key: str = ""
+    # "lockdown" while held back: recorded and published with an empty `notify`
+    held: str = ""
+    last_evidence_at: float = 0.0
+    quiet_close_seconds: float = 0.0  # the `expired` deadline moves this far past new evidence
 
     @property
     def is_open(self) -> bool:
         return self.closed_at is None
 
-    def with_evidence(self, item: dict[str, Any]) -> Incident:
+    def with_evidence(self, item: dict[str, Any], now: float) -> Incident:
         ev = self.evidence + (item,)
         if len(ev) > MAX_EVIDENCE:
             ev = ev[:1] + ev[-(MAX_EVIDENCE - 1):]  # keep the first and the latest
-        return replace(self, evidence=ev, evidence_total=self.evidence_total + 1)
+        return replace(self, evidence=ev, evidence_total=self.evidence_total + 1, last_evidence_at=max(self.last_evidence_at, now))
 
     def emit(
         self,
@@ -92,6 +101,7 @@ class Incident:
         command_id: str = "",
         note: str = "",
         due: float | None = None,
+        superseded_by: str = "",
     ) -> tuple[Incident, Alert]:
         """Record `stage` as emitted and build its alert."""
         n = self.messages + 1
@@ -108,7 +118,7 @@ class Incident:
             urgency=self.urgency,
             certainty=self.certainty,
             headline=("[DRILL] " if self.status == "Exercise" else "") + headline,
-            notify=list(self.notify),
+            notify=[] if self.held else list(self.notify),
             evidence=list(self.evidence),
             deadlines=deadlines or {},
             zone=self.zone,
@@ -116,6 +126,8 @@ class Incident:
             command_id=command_id,
             note=note,
             due=iso_utc(due) if due is not None else "",
+            held=self.held,
+            superseded_by=superseded_by,
         )
         return replace(self, messages=n, stages=self.stages + (stage,)), alert
 

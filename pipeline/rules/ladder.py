@@ -1,31 +1,29 @@
-"""The 1-3-5 escalation ladder and operator commands: a pure incident state machine.
+"""The incident state machine: deadline stages and operator commands (pure).
+
+For rule `panic` the deadlines are the 1-3-5 ladder:
 
     opened ──ack──▶ acknowledged ──arrive──▶ arrived ──resolve / false_alarm──▶ closed
-      │ no ack by ack_seconds:            onsite_overdue
+      │ no ack by ack_seconds:              onsite_overdue
       │ no arrive by arrive_target_seconds: mobile_late
       │ no arrive by arrive_limit_seconds:  mobile_overdue
 
 A deadline stage fires at most once and only while its condition still holds; the
 matching command removes it. `arrive` also settles the on-site deadline (someone is on
-scene). Times are epoch seconds supplied by the caller.
+scene). Other rules' incidents may carry the deadline `expired` (quiet for a while):
+it closes them. Times are epoch seconds supplied by the caller.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from pipeline.config import EscalationConfig
 from pipeline.records import Alert, Command, iso_utc
 from pipeline.rules.incident import Incident
+from pipeline.rules.lifecycle import Describe
 
-# stage -> (deadline key in the alert, which command settles it)
 LADDER = ("onsite_overdue", "mobile_late", "mobile_overdue")
 SETTLED_BY = {"onsite_overdue": ("ack", "arrive"), "mobile_late": ("arrive",), "mobile_overdue": ("arrive",)}
-
-
-# (incident, stage, who) -> headline; each rule describes its own stages
-Describe = Callable[[Incident, str, str], str]
 
 
 @dataclass(frozen=True)
@@ -42,13 +40,18 @@ def schedule(opened_at: float, esc: EscalationConfig) -> dict[str, float]:
     }
 
 
-def deadlines_view(inc: Incident, esc: EscalationConfig) -> dict[str, str]:
-    """The `deadlines` of an alert: the 1-3-5 targets, fixed at opening."""
+def targets(opened_at: float, esc: EscalationConfig) -> dict[str, str]:
+    """The 1-3-5 targets as shown in alerts, fixed at opening."""
     return {
-        "ack_by": iso_utc(inc.opened_at + esc.ack_seconds),
-        "arrive_target_by": iso_utc(inc.opened_at + esc.arrive_target_seconds),
-        "arrive_by": iso_utc(inc.opened_at + esc.arrive_limit_seconds),
+        "ack_by": iso_utc(opened_at + esc.ack_seconds),
+        "arrive_target_by": iso_utc(opened_at + esc.arrive_target_seconds),
+        "arrive_by": iso_utc(opened_at + esc.arrive_limit_seconds),
     }
+
+
+def deadlines_view(inc: Incident, esc: EscalationConfig) -> dict[str, str]:
+    """The `deadlines` of an alert: the ladder's targets for panic incidents only."""
+    return targets(inc.opened_at, esc) if inc.rule == "panic" else {}
 
 
 def next_due(inc: Incident) -> float | None:
@@ -59,14 +62,16 @@ def fire_due(inc: Incident, now: float, esc: EscalationConfig, describe: Describ
     """Emit every pending deadline stage whose time has come, in due order."""
     alerts: list[Alert] = []
     for stage, due in sorted(inc.deadlines.items(), key=lambda kv: kv[1]):
-        if due > now:
+        if due > now or not inc.is_open:
             break
-        pending = dict(inc.deadlines)
-        del pending[stage]
-        inc = replace(inc, deadlines=pending)
+        inc = replace(inc, deadlines={s: d for s, d in inc.deadlines.items() if s != stage})
         if stage in inc.stages:  # defensive: a stage is never emitted twice
             continue
-        inc, alert = inc.emit(stage, "Update", now, describe(inc, stage, ""), deadlines=deadlines_view(inc, esc), due=due)
+        if stage == "expired":
+            inc = replace(inc, closed_at=now, closed_stage=stage, deadlines={})
+            inc, alert = inc.emit(stage, "Cancel", now, describe(inc, stage, ""), due=due)
+        else:
+            inc, alert = inc.emit(stage, "Update", now, describe(inc, stage, ""), deadlines=deadlines_view(inc, esc), due=due)
         alerts.append(alert)
     return inc, alerts
 
@@ -75,8 +80,7 @@ def apply_command(inc: Incident, cmd: Command, now: float, esc: EscalationConfig
     """Move the incident by an operator command, or say why not."""
     if not inc.is_open:
         return CommandRejected("incident_closed", f"{inc.incident_id} is already closed ({inc.closed_stage})")
-    view = deadlines_view(inc, esc) if inc.rule == "panic" else {}
-    common = {"by": cmd.by, "command_id": cmd.command_id, "note": cmd.note, "deadlines": view}
+    common = {"by": cmd.by, "command_id": cmd.command_id, "note": cmd.note, "deadlines": deadlines_view(inc, esc)}
     if cmd.command == "ack":
         if inc.acked_at is not None:
             return CommandRejected("already_acknowledged", f"{inc.incident_id} was acknowledged by {inc.acked_by}")

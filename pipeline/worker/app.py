@@ -23,6 +23,7 @@ import asyncio
 import logging
 
 import faust
+from kafka.partitioner.default import murmur2
 
 from pipeline import kafka_client
 from pipeline.config import Config
@@ -37,10 +38,18 @@ log = logging.getLogger("huxue.worker")
 TICK_RETENTION_MS = str(3600 * 1000)  # ticks only carry the time; an hour is plenty
 
 
+def partition_of(school_id: str, partitions: int) -> int:
+    """The partition of a school's key: Kafka's default (murmur2) partitioner, as every producer here uses."""
+    return (murmur2(school_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
 def create_app(cfg: Config, registry: Registry) -> faust.App:
     topics = cfg.topics
     n = cfg.kafka.partitions
-    ctx = Context(cfg.escalation, registry, cfg.bridge.max_clock_skew_seconds)
+    ctx = Context(cfg.escalation, registry, cfg.bridge.max_clock_skew_seconds, cfg.rules)
+    schools_by_partition: dict[int, list[str]] = {}
+    for school_id in registry.schools:
+        schools_by_partition.setdefault(partition_of(school_id, n), []).append(school_id)
     app = faust.App(
         cfg.worker.app_id,
         broker=[f"kafka://{h}" for h in cfg.kafka.bootstrap.split(",")],
@@ -65,8 +74,11 @@ def create_app(cfg: Config, registry: Registry) -> faust.App:
     alerts = app.topic(topics.alerts, **raw)
     events_dlq = app.topic(topics.events_dlq, **raw)
     commands_dlq = app.topic(topics.commands_dlq, **raw)
+    silences = app.topic(topics.silences, **raw)
     ticks = app.topic(topics.ticks, **raw)
+    # Two values per school (rules/state.py): incidents, and the rules' working memory.
     schools = app.Table("schools", default=None, partitions=n)
+    memory = app.Table("memory", default=None, partitions=n)
 
     async def deliver(topic: faust.TopicT, key: str | None, value: bytes) -> None:
         """Send and wait for Kafka's confirmation; on failure retry (stall), never drop."""
@@ -82,19 +94,25 @@ def create_app(cfg: Config, registry: Registry) -> faust.App:
                 delay = min(delay * 2, 10.0)
 
     def load(school_id: str, partition: int) -> SchoolState:
-        stored = schools.get(school_id)
-        return SchoolState.from_dict(stored) if stored else SchoolState(school_id=school_id, partition=partition)
+        return SchoolState.from_dicts(schools.get(school_id), memory.get(school_id), school_id, partition)
 
     async def apply(school_id: str, before: SchoolState, outcome: engine.Outcome, now: float) -> None:
         for alert in outcome.alerts:
             await deliver(alerts, school_id, dumps(alert.to_dict()))
-            log.info("alert", extra={"incident": alert.incident_id, "stage": alert.stage, "status": alert.status})
+            log.info("alert", extra={"incident": alert.incident_id, "rule": alert.rule, "stage": alert.stage, "status": alert.status})
+        for notice in outcome.notices:
+            await deliver(silences, school_id, dumps(notice.to_dict()))
+            log.info("silence", extra={"silence": notice.silence_id, "state": notice.state, "by": notice.ended_by or notice.by})
         for cmd, why in outcome.rejected:
             entry = {"reason_code": why.reason_code, "reason": why.reason, "command": cmd.to_dict(), "received_at": iso_utc(now)}
             await deliver(commands_dlq, school_id, dumps(entry))
-            log.info("command rejected", extra={"incident": cmd.incident_id, "command": cmd.command, "reason_code": why.reason_code})
-        if outcome.changed(before):
-            schools[school_id] = outcome.state.to_dict()
+            log.info("command rejected", extra={"command": cmd.command, "target": cmd.incident_id or cmd.school_id, "reason_code": why.reason_code})
+        after = outcome.state
+        # Write only the value that changed (states are immutable: identity tells).
+        if any(getattr(after, f) is not getattr(before, f) for f in ("incidents", "closed", "applied", "next_seq", "partition")):
+            schools[school_id] = after.core_dict()
+        if after.memory is not before.memory:
+            memory[school_id] = after.memory_dict()
 
     async def on_event(key: str, value: bytes, partition: int, now: float) -> None:
         try:
@@ -119,13 +137,19 @@ def create_app(cfg: Config, registry: Registry) -> faust.App:
         state = load(school_id, partition)
         await apply(school_id, state, engine.on_command(state, cmd, now, ctx), now)
 
+    def due(value: dict | None, now: float) -> bool:
+        return value is not None and (value.get("next_due") or now + 1) <= now
+
     async def on_tick(partition: int, now: float) -> None:
-        # Only schools of this partition (memory tables also hold standby/lost keys),
-        # and only those with a deadline due: the stored `next_due` avoids decoding the rest.
-        for school_id, stored in list(schools.items()):
-            if stored.get("partition") != partition or (stored.get("next_due") or now + 1) > now:
+        # The registry's schools of this partition (so timers start with no traffic at
+        # all) and any other school stored here. Memory tables also hold standby keys:
+        # filter by partition. The stored `next_due` avoids decoding schools not due.
+        stored = [k for k, v in list(schools.items()) if v.get("partition") == partition]
+        for school_id in sorted(set(schools_by_partition.get(partition, [])) | set(stored)):
+            core, mem = schools.get(school_id), memory.get(school_id)
+            if core is not None and mem is not None and not (due(core, now) or due(mem, now)):
                 continue
-            state = SchoolState.from_dict(stored)
+            state = load(school_id, partition)
             await apply(school_id, state, engine.on_tick(state, now, ctx), now)
 
     @app.agent(inputs, name="process")
@@ -168,7 +192,7 @@ def create_app(cfg: Config, registry: Registry) -> faust.App:
 
 def run(cfg: Config, registry: Registry) -> None:
     t = cfg.topics
-    kafka_client.ensure_topics(cfg.kafka.bootstrap, [t.events, t.events_dlq, t.alerts, t.commands, t.commands_dlq], cfg.kafka.partitions, cfg.kafka.replication_factor)
+    kafka_client.ensure_topics(cfg.kafka.bootstrap, t.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor)
     kafka_client.ensure_topics(cfg.kafka.bootstrap, [t.ticks], cfg.kafka.partitions, cfg.kafka.replication_factor, configs={"retention.ms": TICK_RETENTION_MS})
     cfg.worker_datadir.mkdir(parents=True, exist_ok=True)
     app = create_app(cfg, registry)

@@ -1,0 +1,37 @@
+"""The one way a rule opens an incident: silences, then flood control, then lockdown.
+
+    silenced source ──▶ nothing raised (the silence counts it)
+    flooding school ──▶ Minor/Moderate folded into the flood summary
+    locked down     ──▶ Minor/Moderate opened but held back (empty notify)
+    otherwise       ──▶ opened
+"""
+
+from __future__ import annotations
+
+from pipeline.records import Alert
+from pipeline.rules import flood, lifecycle, lockdown, silences
+from pipeline.rules.lifecycle import Describe, Raise
+from pipeline.rules.state import Context, SchoolState
+
+HELD = ("Minor", "Moderate")
+
+
+def raise_incident(state: SchoolState, r: Raise, now: float, ctx: Context, describe_fn: Describe = lifecycle.describe) -> tuple[SchoolState, list[Alert]]:
+    if r.silenceable:
+        silence = silences.covering(state, r.evidence[0].get("device_id", ""), r.zone, now)
+        if silence:
+            return silences.count_suppressed(state, silence), []
+    if r.foldable and ctx.rule(flood.NAME, state.school_id).enabled:
+        state, alerts, folded = flood.admit(state, r, now, ctx)
+        if folded:
+            return state, alerts
+    held = "lockdown" if r.severity in HELD and lockdown.current(state) else ""
+    return lifecycle.create(state, r, now, ctx, held=held, describe_fn=describe_fn)
+
+
+def raise_or_join(state: SchoolState, r: Raise, now: float, ctx: Context) -> tuple[SchoolState, list[Alert]]:
+    """Join the open incident of the same rule, key and status, or raise a new one."""
+    current = state.find_open(r.rule, r.key, r.status)
+    if current is not None:
+        return lifecycle.add_evidence(state, current, r.evidence[0], now)
+    return raise_incident(state, r, now, ctx)

@@ -1,0 +1,108 @@
+"""Generic incident operations every rule uses: create, add evidence, close, headlines.
+
+No gates here (silences, flood, lockdown live in dispatch.py): this is the bottom layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from pipeline.records import Alert
+from pipeline.rules.incident import Incident
+from pipeline.rules.state import Context, SchoolState
+
+# (incident, stage, who) -> headline; each rule may describe its own stages
+Describe = Callable[[Incident, str, str], str]
+
+_TEXT = {
+    "opened": "{title}",
+    "joined": "{title}: reported again ({n} reports)",
+    "corroborated": "{title}: corroborated by another sensor",
+    "acknowledged": "{title}: acknowledged by {by}",
+    "arrived": "{title}: on scene ({by})",
+    "resolved": "{title}: resolved by {by}",
+    "false_alarm": "{title}: closed as false alarm by {by}",
+    "expired": "{title}: quiet, closed",
+    "superseded": "{title}: merged into another incident",
+    "recovered": "{title}: recovered",
+    "restored": "{title}: staffing restored",
+    "window_ended": "{title}: window ended",
+    "lifted": "{title}: lifted by {by}",
+    "ended": "{title}: ended",
+}
+
+
+def describe(inc: Incident, stage: str, by: str) -> str:
+    text = _TEXT.get(stage.split("-")[0], "{title}: " + stage)
+    return text.format(title=inc.title, n=inc.evidence_total, by=by or "operator")
+
+
+@dataclass(frozen=True)
+class Raise:
+    """A rule's request to open an incident (dispatch decides whether and how)."""
+
+    rule: str
+    key: str
+    severity: str
+    title: str
+    evidence: tuple[dict[str, Any], ...]  # the first item is the trigger (silences look at it)
+    status: str = "Actual"
+    zone: str = ""
+    urgency: str = "Expected"
+    certainty: str = "Likely"
+    notify: tuple[str, ...] = ("onsite", "command")
+    opened_at: float | None = None  # default: now
+    quiet_close_seconds: float = 0  # close by itself after this long without evidence; 0: never
+    deadlines: dict[str, float] = field(default_factory=dict)  # extra deadline stages (the ladder)
+    deadlines_view: dict[str, str] = field(default_factory=dict)  # shown in the alerts
+    silenceable: bool = True  # False for panic and for panic-button health
+    foldable: bool = True  # False for panic: never folded by flood control
+
+
+def create(state: SchoolState, r: Raise, now: float, ctx: Context, held: str = "", describe_fn: Describe = describe) -> tuple[SchoolState, list[Alert]]:
+    opened_at = now if r.opened_at is None else r.opened_at
+    state, iid = state.new_incident_id(opened_at, ctx.school_tz(state.school_id))
+    deadlines = dict(r.deadlines)
+    if r.quiet_close_seconds:
+        deadlines["expired"] = now + r.quiet_close_seconds
+    inc = Incident(
+        incident_id=iid,
+        school_id=state.school_id,
+        rule=r.rule,
+        status=r.status,
+        severity=r.severity,
+        urgency=r.urgency,
+        certainty=r.certainty,
+        zone=r.zone,
+        opened_at=opened_at,
+        evidence=tuple(r.evidence),
+        evidence_total=len(r.evidence),
+        deadlines=deadlines,
+        notify=r.notify,
+        title=r.title,
+        key=r.key,
+        held=held,
+        last_evidence_at=now,
+        quiet_close_seconds=r.quiet_close_seconds,
+    )
+    inc, alert = inc.emit("opened", "Alert", now, describe_fn(inc, "opened", ""), deadlines=r.deadlines_view)
+    return state.put(inc), [alert]
+
+
+def add_evidence(
+    state: SchoolState, inc: Incident, item: dict[str, Any], now: float, *, stage: str = "", describe_fn: Describe = describe, deadlines_view: dict[str, str] | None = None, **changes: Any
+) -> tuple[SchoolState, list[Alert]]:
+    """Attach evidence (and e.g. a higher certainty) and publish an Update."""
+    inc = replace(inc.with_evidence(item, now), **changes)
+    if inc.quiet_close_seconds:
+        inc = replace(inc, deadlines={**inc.deadlines, "expired": now + inc.quiet_close_seconds})
+    stage = stage or f"joined-{inc.evidence_total}"
+    inc, alert = inc.emit(stage, "Update", now, describe_fn(inc, stage.split("-")[0], ""), deadlines=deadlines_view or {})
+    return state.put(inc), [alert]
+
+
+def close(state: SchoolState, inc: Incident, stage: str, now: float, *, by: str = "", note: str = "", command_id: str = "", superseded_by: str = "", describe_fn: Describe = describe) -> tuple[SchoolState, list[Alert]]:
+    inc = replace(inc, closed_at=now, closed_stage=stage, deadlines={})
+    inc, alert = inc.emit(stage, "Cancel", now, describe_fn(inc, stage, by), by=by, note=note, command_id=command_id, superseded_by=superseded_by)
+    return state.put(inc), [alert]
