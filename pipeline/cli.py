@@ -74,27 +74,37 @@ def cmd_simulate(args) -> int:
     registry = load_registry(cfg.registry_path)
     schools = sorted(registry.schools)[: args.schools] if args.schools else sorted(registry.schools)
     sim = simulate.Simulator(registry, schools, seed=args.seed)
-    n_dev = len(sim.all_devices)
-    print(f"simulating {len(schools)} schools, {n_dev} devices at {args.rate:g} msg/s to {cfg.mqtt.host}:{cfg.mqtt.port}", flush=True)
+    steps = []
+    if args.scenario:
+        name, steps = simulate.load_scenario(args.scenario, registry)
+        print(f"scenario: {name} ({len(steps)} steps over {steps[-1].at if steps else 0:g} s)", flush=True)
+    print(
+        f"simulating {len(schools)} schools, {len(sim.all_devices)} devices: heartbeat every {args.heartbeat_seconds:g} s, "
+        f"{args.rate:g} other msg/s, to {cfg.mqtt.host}:{cfg.mqtt.port}",
+        flush=True,
+    )
     stop = _stop_on_signals()
     pub = Publisher(cfg.mqtt)
+    threads = []
     try:
         if args.panic:
-            def press() -> None:
-                if not stop.wait(args.panic_after):
-                    device, topic, payload = sim.press(args.panic, exercise=args.exercise)
-                    pub.publish(topic, payload).wait_for_publish(10)
-                    print(f"panic pressed: {device.id} at {device.school} ({device.zone})", flush=True)
-                    if args.rate == 0:
-                        stop.set()
+            steps.append(simulate.Step(at=args.panic_after, press=args.panic, exercise=args.exercise, say=f"panic pressed at {args.panic}"))
+        if steps:
+            def script() -> None:
+                simulate.play(sorted(steps, key=lambda s: s.at), sim, pub.publish, stop, say=lambda t: print(f"> {t}", flush=True))
+                if args.rate == 0 and not args.heartbeat_seconds:
+                    stop.set()  # nothing else to do
 
-            threading.Thread(target=press, daemon=True).start()
-        if args.rate > 0:
-            n = simulate.run(pub, sim, args.rate, stop, args.duration)
-            print(f"published {n} messages", flush=True)
+            threads.append(threading.Thread(target=script, daemon=True))
+            threads[-1].start()
+        if args.rate > 0 or args.heartbeat_seconds > 0:
+            n = simulate.run(pub.publish, sim, args.rate, stop, args.duration, args.heartbeat_seconds)
+            print(f"published {n} background messages", flush=True)
         else:
-            stop.wait()
+            for t in threads:
+                t.join()
     finally:
+        stop.set()
         pub.close()
     return 0
 
@@ -132,6 +142,32 @@ def cmd_command(args) -> int:
     return {True: 0, False: 1, None: 0 if args.wait <= 0 else 3}[outcome.accepted]
 
 
+def cmd_school_command(args) -> int:
+    from pipeline.ops import commands
+
+    cfg = load_config(args.config)
+    name = args.verb.replace("-", "_")
+    fields: dict = {}
+    try:
+        if name == "silence":
+            fields = {"reason": args.reason, "duration_seconds": commands.parse_duration(args.duration)}
+            fields["scope"] = {"device": args.device} if args.device else {"zone": args.zone} if args.zone else {}
+        elif name == "unsilence":
+            fields = {"silence_id": args.silence_id}
+        elif name == "lockdown":
+            fields = {"reason": args.reason, "exercise": args.exercise}
+        else:
+            fields = {"note": args.note}
+        cmd = commands.build_school(name, args.school, args.by, **fields)
+    except ValueError as exc:
+        print(f"huxue: {exc}", file=sys.stderr)
+        return 2
+    outcome = commands.send(cfg, cmd, wait_s=args.wait)
+    label = {True: "accepted", False: "rejected", None: "sent"}[outcome.accepted]
+    print(f"{name} {args.school}: {label} ({outcome.detail})")
+    return {True: 0, False: 1, None: 0 if args.wait <= 0 else 3}[outcome.accepted]
+
+
 def cmd_demo(args) -> int:
     from pipeline import demo
 
@@ -158,10 +194,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run the Faust rules worker").set_defaults(func=cmd_worker)
 
     s = sub.add_parser("simulate", help="publish realistic device traffic over MQTT")
-    s.add_argument("--rate", type=float, default=20.0, help="messages per second (0: none, only --panic)")
+    s.add_argument("--rate", type=float, default=5.0, help="events per second besides heartbeats (0: none)")
+    s.add_argument("--heartbeat-seconds", type=float, default=60.0, help="each device beats this often (0: no heartbeats)")
+    s.add_argument("--scenario", metavar="FILE", help="play a scripted school day (YAML), e.g. scenarios/school-day.yaml")
     s.add_argument("--duration", type=float, help="seconds (default: until Ctrl-C)")
     s.add_argument("--schools", type=int, default=0, help="first N schools of the registry (default: all)")
-    s.add_argument("--panic", metavar="SCHOOL_OR_BUTTON", help="inject a panic press")
+    s.add_argument("--panic", metavar="SCHOOL_OR_BUTTON", help="inject a panic press (with --rate 0 --heartbeat-seconds 0: only that)")
     s.add_argument("--panic-after", type=float, default=0.0, help="seconds before the press")
     s.add_argument("--exercise", action="store_true", help="the injected press is a drill")
     s.add_argument("--seed", type=int, default=7)
@@ -182,6 +220,36 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--school", default="", help="school id (default: read from the incident id)")
         s.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the outcome (0: do not wait)")
         s.set_defaults(func=cmd_command)
+
+    s = sub.add_parser("silence", help="mute a device, a zone or a school for a while (never panic buttons)")
+    s.add_argument("school")
+    scope = s.add_mutually_exclusive_group()
+    scope.add_argument("--device", help="only this device")
+    scope.add_argument("--zone", help="only this zone")
+    s.add_argument("--for", dest="duration", required=True, help="how long: 90s, 30m, 2h, 1d")
+    s.add_argument("--reason", required=True, help="why (mandatory, shown to everyone)")
+    s.set_defaults(func=cmd_school_command)
+
+    s = sub.add_parser("unsilence", help="end a silence early")
+    s.add_argument("school")
+    s.add_argument("silence_id")
+    s.set_defaults(func=cmd_school_command)
+
+    s = sub.add_parser("lockdown", help="lock a school down: low-priority incidents are held back")
+    s.add_argument("school")
+    s.add_argument("--reason", required=True)
+    s.add_argument("--exercise", action="store_true", help="a lockdown drill")
+    s.set_defaults(func=cmd_school_command)
+
+    s = sub.add_parser("lift-lockdown", help="end a school's lockdown")
+    s.add_argument("school")
+    s.add_argument("--note", default="")
+    s.set_defaults(func=cmd_school_command)
+
+    for verb in ("silence", "unsilence", "lockdown", "lift-lockdown"):
+        s = sub.choices[verb]
+        s.add_argument("--by", required=True, help="who (operator id)")
+        s.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the outcome (0: do not wait)")
 
     s = sub.add_parser("demo", help="the whole stack and a scripted panic, for a first look")
     s.add_argument("--exit-when-done", action="store_true", help="stop after the scenario instead of waiting for Ctrl-C")

@@ -306,7 +306,7 @@ def _validate_severities(node: Any, where: str) -> None:
         path = f"{where}.{f.name}"
         if dataclasses.is_dataclass(value):
             _validate_severities(value, path)
-        elif f.name.startswith("severity") and value not in SEVERITIES:
+        elif "severity" in f.name and value not in SEVERITIES:
             raise ConfigError(f"{path}: {value!r} is not one of {', '.join(SEVERITIES)}")
         elif f.name in ("categories", "plates"):
             bad = {k: v for k, v in value.items() if v not in SEVERITIES}

@@ -80,14 +80,19 @@ def main(config_path: str | None, exit_when_done: bool = False) -> int:
         next(alerts)
         publisher = Publisher(cfg.mqtt)
         sim = simulate.Simulator(registry, sorted(registry.schools))
-        threading.Thread(target=simulate.run, args=(publisher, sim, 20.0, stop), daemon=True, name="traffic").start()
-        say(f"traffic: {len(registry.schools)} schools, {len(sim.all_devices)} devices, 20 msg/s (heartbeats, plates, faces, video analytics)")
+        threading.Thread(target=simulate.run, args=(publisher.publish, sim, 5.0, stop, None, 60.0), daemon=True, name="traffic").start()
+        say(f"traffic: {len(registry.schools)} schools, {len(sim.all_devices)} devices: a heartbeat from each every 60 s, 5 other events/s")
 
         if stop.wait(3.0):
             return 130
         device, topic, payload = sim.press(SCHOOL)
         publisher.publish(topic, payload).wait_for_publish(10)
         say(f"PRESS  panic button {device.id} at {registry.school(SCHOOL).name} ({device.zone})")
+        if stop.wait(2.0):
+            return 130
+        camera = next(d for d in registry.devices_of(SCHOOL) if d.kind == "video_analytics" and d.zone == device.zone)
+        publisher.publish(*sim.event(camera, "video.fight", {"zone": camera.zone}, media={"snapshot_url": "https://nvr.local/s/fight.jpg"})).wait_for_publish(10)
+        say(f"CAMERA {camera.id} sees a fight at {camera.zone}: it corroborates the press")
 
         done = run_script(cfg, alerts, stop, registry)
         if done and not exit_when_done:

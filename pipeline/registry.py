@@ -85,9 +85,18 @@ class Registry:
 
 
 def _time(value: Any, where: str) -> time:
+    """HH:MM (or HH:MM:SS) local time; YAML may hand over 07:30 as a number of minutes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads unquoted 17:30 as 1050 (minutes) and 17:30:15 as seconds; quote times
+        if 0 <= value < 24 * 60:
+            return time(value // 60, value % 60)
+        if value < 24 * 3600:
+            return time(value // 3600, value // 60 % 60, value % 60)
     try:
-        hh, mm = str(value).split(":")
-        return time(int(hh), int(mm))
+        parts = [int(p) for p in str(value).split(":")]
+        if len(parts) not in (2, 3):
+            raise ValueError
+        return time(*parts)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: expected HH:MM, got {value!r}") from exc
 

@@ -155,14 +155,36 @@ class Collector:
         self._consumer.close()
 
 
+# Every rule but panic off: tests of the foundation see only what they test.
+QUIET_RULES = {
+    name: {"enabled": False}
+    for name in ("corroboration", "face_watchlist", "plate_watchlist", "vehicle_loitering", "perimeter", "video_behaviour", "device_health", "post_staffing", "flood")
+}
+
+
 class Pipeline:
     """One isolated huxue deployment on the shared brokers: own topic prefix, app id, bridge id."""
 
-    def __init__(self, stack_cfg: dict[str, Any], workdir: Path, escalation: tuple[float, float, float] = (2, 4, 6), partitions: int = 3):
+    def __init__(
+        self,
+        stack_cfg: dict[str, Any],
+        workdir: Path,
+        escalation: tuple[float, float, float] = (2, 4, 6),
+        partitions: int = 3,
+        registry: dict[str, Any] | None = None,
+        rules: dict[str, Any] | None = None,
+        probe_device: str = "t60-cam-1",
+    ):
         tag = uuid.uuid4().hex[:6]
         self.workdir = workdir
+        self.probe_device = probe_device
+        if registry is not None:
+            (workdir / f"registry-{tag}.yaml").write_text(yaml.safe_dump(registry, allow_unicode=True))
         self.raw_cfg = {
             **stack_cfg,
+            "registry": str(workdir / f"registry-{tag}.yaml") if registry is not None else stack_cfg["registry"],
+            # the ladder tests see the ladder alone unless a test asks for rules
+            "rules": rules if rules is not None else QUIET_RULES,
             "kafka": {**stack_cfg["kafka"], "topic_prefix": f"t-{tag}.", "partitions": partitions},
             "escalation": dict(zip(("ack_seconds", "arrive_target_seconds", "arrive_limit_seconds"), escalation)),
             "bridge": {"client_id": f"bridge-{tag}"},
@@ -181,6 +203,7 @@ class Pipeline:
         self.dlq = Collector(self.cfg.kafka.bootstrap, t.events_dlq)
         self.alerts = Collector(self.cfg.kafka.bootstrap, t.alerts)
         self.rejected = Collector(self.cfg.kafka.bootstrap, t.commands_dlq)
+        self.silences = Collector(self.cfg.kafka.bootstrap, t.silences)
         self.publisher = Publisher(self.cfg.mqtt)
         self.producer = kafka_client.producer(self.cfg.kafka.bootstrap)
         self._n = 0
@@ -200,9 +223,10 @@ class Pipeline:
         self.wait_flowing()
         return self
 
-    def wait_flowing(self, device: str = "t60-cam-1", timeout: float = 30) -> None:
+    def wait_flowing(self, timeout: float = 30) -> None:
         """Publish heartbeats until one shows up on the events topic: the bridge is subscribed."""
         probe = f"probe-{uuid.uuid4().hex[:8]}"
+        device = self.probe_device
 
         def arrived() -> bool:
             self.publish(device, {"event_id": f"{probe}-{time.monotonic_ns()}", "type": "device.heartbeat", "ts": iso_utc(time.time()), "attrs": {"probe": probe}})
@@ -215,7 +239,7 @@ class Pipeline:
             p.stop()
         self.publisher.close()
         self.producer.close()
-        for c in (self.events, self.dlq, self.alerts, self.rejected):
+        for c in (self.events, self.dlq, self.alerts, self.rejected, self.silences):
             c.close()
 
     # -- input -------------------------------------------------------------------
@@ -227,14 +251,20 @@ class Pipeline:
         payload = body if isinstance(body, bytes) else dumps(body)
         self.publisher.publish(f"huxue/v1/devices/{device}/{channel}", payload, retain=retain).wait_for_publish(10)
 
+    def emit(self, device: str, etype: str, exercise: bool = False, **attrs: Any) -> dict[str, Any]:
+        """Publish one native event of `etype` from `device` now."""
+        body = {"event_id": self.event_id(), "type": etype, "ts": iso_utc(time.time()), "attrs": attrs, "exercise": exercise}
+        self.publish(device, body)
+        return body
+
     def press(self, device: str, exercise: bool = False, event_id: str | None = None) -> dict[str, Any]:
         body = {"event_id": event_id or self.event_id(), "type": "panic.pressed", "ts": iso_utc(time.time()), "exercise": exercise}
         self.publish(device, body)
         return body
 
     def command(self, command: str, incident_id: str, by: str = "tester", school_id: str = "", **extra: Any) -> dict[str, Any]:
-        cmd = {"command": command, "incident_id": incident_id, "by": by, "at": iso_utc(time.time()), "command_id": uuid.uuid4().hex, **extra}
         school = school_id or school_of(incident_id) or ""
+        cmd = {"command": command, "incident_id": incident_id, "school_id": school, "by": by, "at": iso_utc(time.time()), "command_id": uuid.uuid4().hex, **extra}
         self.producer.send(self.cfg.topics.commands, key=school, value=dumps(cmd)).get(30)
         return cmd
 
@@ -242,6 +272,13 @@ class Pipeline:
     def alerts_of(self, school: str) -> list[dict[str, Any]]:
         return [a for a in self.alerts.records if a["school_id"] == school]
 
-    def wait_stage(self, school: str, stage: str, timeout: float = 20) -> dict[str, Any]:
-        found = self.alerts.wait(lambda rs: [a for a in rs if a["school_id"] == school and a["stage"] == stage], timeout, f"{school} {stage}")
+    def wait_stage(self, school: str, stage: str, timeout: float = 20, rule: str | None = None) -> dict[str, Any]:
+        found = self.alerts.wait(
+            lambda rs: [a for a in rs if a["school_id"] == school and a["stage"] == stage and rule in (None, a["rule"])], timeout, f"{school} {rule or ''} {stage}"
+        )
         return found[0]
+
+    def sentinel(self, school: str, device: str, timeout: float = 20) -> None:
+        """A drill press at `school`, awaited: everything published there before it has been processed."""
+        body = self.press(device, exercise=True)
+        self.alerts.wait(lambda rs: any(any(e["event_id"] == body["event_id"] for e in a["evidence"]) for a in rs), timeout, f"sentinel at {school}")

@@ -26,6 +26,8 @@ def format_line(alert: dict, registry: Registry | None = None) -> str:
     except (KeyError, ValueError):
         clock = "--:--:--"
     drill = " DRILL" if alert.get("status") == "Exercise" else ""
+    if alert.get("held"):
+        drill += f" (held: {alert['held']})"
     return (
         f"{clock} {MARK.get(alert.get('msgType', ''), '?   ')}{alert.get('severity', '?'):<8} "
         f"{alert.get('rule', '?')}/{alert.get('stage', '?'):<15} {alert.get('incident_id', '?')}{drill}  "

@@ -20,16 +20,33 @@ class Outcome:
 
 
 def build(command: str, incident_id: str, by: str, note: str = "", school_id: str = "") -> Command:
+    """An incident command (ack, arrive, resolve, false_alarm)."""
     school = school_id or school_of(incident_id)
     if not school:
         raise ValueError(f"cannot tell the school from {incident_id!r}; pass --school")
     return Command(command=command, incident_id=incident_id, by=by, at=iso_utc(time.time()), note=note, command_id=uuid.uuid4().hex, school_id=school)
 
 
+def build_school(command: str, school_id: str, by: str, **fields) -> Command:
+    """A school command (silence, unsilence, lockdown, lift_lockdown)."""
+    return Command(command=command, school_id=school_id, by=by, at=iso_utc(time.time()), command_id=uuid.uuid4().hex, **fields)
+
+
+def parse_duration(text: str) -> float:
+    """`90s`, `30m`, `2h`, `1d` or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+    except ValueError:
+        raise ValueError(f"cannot read duration {text!r}; use e.g. 90s, 30m, 2h") from None
+
+
 def send(cfg: Config, cmd: Command, wait_s: float = 10.0) -> Outcome:
     """Produce the command (key = school), then watch alerts and rejections for its id."""
     topics = cfg.topics
-    watchers = [follow(cfg.kafka.bootstrap, t, from_beginning=False) for t in (topics.alerts, topics.commands_dlq)] if wait_s > 0 else []
+    sources = (("alert", topics.alerts), ("rejected", topics.commands_dlq), ("silence", topics.silences))
+    watchers = [follow(cfg.kafka.bootstrap, t, from_beginning=False) for _, t in sources] if wait_s > 0 else []
     try:
         for w in watchers:
             next(w)  # positioned at the end before we send
@@ -40,12 +57,16 @@ def send(cfg: Config, cmd: Command, wait_s: float = 10.0) -> Outcome:
             return Outcome(None, "sent")
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            for source, w in zip(("alert", "rejected"), watchers):
+            for (source, _), w in zip(sources, watchers):
                 record = next(w)
                 if record is None:
                     continue
                 if source == "alert" and record.get("command_id") == cmd.command_id:
                     return Outcome(True, f"{record['incident_id']} -> {record['stage']}")
+                if source == "silence" and record.get("command_id") == cmd.command_id:
+                    return Outcome(True, f"{record['silence_id']} {record['state']} until {record['ends']}")
+                if source == "silence" and cmd.command == "unsilence" and record.get("silence_id") == cmd.silence_id and record.get("state") == "ended":
+                    return Outcome(True, f"{record['silence_id']} ended")
                 if source == "rejected" and record.get("command", {}).get("command_id") == cmd.command_id:
                     return Outcome(False, f"{record['reason_code']}: {record['reason']}")
         return Outcome(None, f"sent, but no answer within {wait_s:g} s (is `huxue worker` running?)")

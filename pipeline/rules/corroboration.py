@@ -7,14 +7,16 @@
    reporting `intrusion_types` in one zone within `zone_window_seconds` open a Severe
    incident (certainty Observed); later reports in that zone join it.
 Either way the events' separate perimeter / video incidents are closed as `superseded`.
-Drills only corroborate drills. Memory: {"recent": [sensor event summaries]}.
+Drills only corroborate drills. Memory: {"recent": [sensor event summaries within the
+windows], "keys": {event key: when seen}} (keys kept an hour, so late copies of an event
+redelivered after a bridge outage never count twice).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pipeline.records import Alert, CanonicalEvent
+from pipeline.records import Alert, CanonicalEvent, parse_ts
 from pipeline.rules import dispatch, ladder, lifecycle, panic
 from pipeline.rules.incident import evidence_of
 from pipeline.rules.state import Context, SchoolState
@@ -22,6 +24,8 @@ from pipeline.rules.state import Context, SchoolState
 SETTINGS = "corroboration"
 RULE = "corroborated"
 SUPERSEDABLE = ("perimeter", "video_behaviour")
+KEEP_KEYS_SECONDS = 3600
+MAX_KEYS = 500
 
 
 def _status(event: CanonicalEvent) -> str:
@@ -32,7 +36,8 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
     cfg = ctx.rule(SETTINGS, state.school_id)
     horizon = max(cfg.window_seconds, cfg.zone_window_seconds)
     at = event.credible_ts(ctx.max_clock_skew_seconds)
-    recent = [r for r in (state.memory.get(SETTINGS) or {}).get("recent", []) if now - r["seen"] < horizon]
+    memory = state.memory.get(SETTINGS) or {}
+    recent = [r for r in memory.get("recent", []) if now - r["seen"] <= horizon]
     if event.type == "panic.pressed":
         status = _status(event)
         matches = [r for r in recent if r["type"] in cfg.types and r["status"] == status and abs(at - r["at"]) <= cfg.window_seconds]
@@ -41,19 +46,23 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
     if event.type not in cfg.types and event.type not in cfg.intrusion_types:
         return state, [], False
     key = event.key
-    if any(r["key"] == key for r in recent):  # a redelivered copy
+    keys = {k: t for k, t in memory.get("keys", {}).items() if now - t <= KEEP_KEYS_SECONDS}
+    if key in keys:  # a redelivered copy
         return state, [], True
+    keys[key] = now
+    if len(keys) > MAX_KEYS:
+        keys = dict(sorted(keys.items(), key=lambda kv: kv[1])[-MAX_KEYS:])
     device = ctx.registry.device(event.device_id)
     item = {
         "key": key, "device": event.device_id, "kind": device.kind if device else event.kind, "zone": event.zone,
         "type": event.type, "at": at, "seen": now, "status": _status(event), "evidence": evidence_of(event),
     }
     recent.append(item)
-    state = state.remember(SETTINGS, {"recent": recent})
+    state = state.remember(SETTINGS, {"recent": recent, "keys": keys})
     alerts: list[Alert] = []
     claims = False
     press = state.find_open(panic.RULE, panic.RULE, item["status"])
-    if event.type in cfg.types and press and abs(at - press.opened_at) <= cfg.window_seconds:
+    if event.type in cfg.types and press and _near_a_press(press, at, cfg.window_seconds):
         state, alerts = _corroborate_panic(state, [item["evidence"]], item["status"], now, ctx)
         claims = True
     if event.type in cfg.intrusion_types:
@@ -63,22 +72,28 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
     return state, alerts, claims
 
 
+def _near_a_press(press, at: float, window: float) -> bool:
+    """Within the window of any press of the incident (a later press extends it)."""
+    presses = [parse_ts(e["ts"]) for e in press.evidence if e.get("type") == "panic.pressed"] or [press.opened_at]
+    return any(abs(at - t) <= window for t in presses)
+
+
 def _corroborate_panic(state: SchoolState, evidence: list[dict[str, Any]], status: str, now: float, ctx: Context) -> tuple[SchoolState, list[Alert]]:
     press = state.find_open(panic.RULE, panic.RULE, status)
     if press is None or not evidence:
         return state, []
     known = {(e["device_id"], e["event_id"]) for e in press.evidence}
     fresh = [e for e in evidence if (e["device_id"], e["event_id"]) not in known]
-    alerts: list[Alert] = []
-    describe = panic.describer(ctx.escalation)
-    view = ladder.deadlines_view(press, ctx.escalation)
-    for i, item in enumerate(fresh):
-        first = press.certainty != "Observed" and i == 0
-        state, out = lifecycle.add_evidence(
-            state, press, item, now, stage="corroborated" if first else "", certainty="Observed", describe_fn=describe, deadlines_view=view
-        )
-        press = state.incidents[press.incident_id]
-        alerts += out
+    if not fresh:
+        return state, []
+    # one Update for everything that arrived together; the first one is `corroborated`
+    state, alerts = lifecycle.add_evidence(
+        state, press, fresh, now,
+        stage="corroborated" if press.certainty != "Observed" else "",
+        certainty="Observed",
+        describe_fn=panic.describer(ctx.escalation),
+        deadlines_view=ladder.deadlines_view(press, ctx.escalation),
+    )
     state, superseded = _supersede(state, fresh, press.incident_id, now)
     return state, alerts + superseded
 
@@ -87,12 +102,12 @@ def _zone(state: SchoolState, item: dict, recent: list[dict], now: float, ctx: C
     status, zone = item["status"], item["zone"]
     open_inc = state.find_open(RULE, zone, status)
     if open_inc:
-        state, alerts = lifecycle.add_evidence(state, open_inc, item["evidence"], now)
+        state, alerts = lifecycle.add_evidence(state, open_inc, [item["evidence"]], now)
         state, superseded = _supersede(state, [item["evidence"]], open_inc.incident_id, now)
         return state, alerts + superseded, True
     in_zone = [
         r for r in recent
-        if r["zone"] == zone and r["status"] == status and r["type"] in cfg.intrusion_types and item["at"] - r["at"] <= cfg.zone_window_seconds
+        if r["zone"] == zone and r["status"] == status and r["type"] in cfg.intrusion_types and abs(item["at"] - r["at"]) <= cfg.zone_window_seconds
     ]
     sensors = {r["device"] for r in in_zone}
     kinds = {r["kind"] for r in in_zone}

@@ -8,7 +8,9 @@
   with Cancel, stage `recovered`.
 * `device.tamper` -> Severe. Battery below `battery_low_percent` -> Minor, closed
   when a heartbeat reports it back above.
-Panic-button health is never silenced. Memory: {"last_seen": {device: t}, "since": t, "due": t}.
+Panic-button health is never silenced. An absence is reported once per silence of the
+device, whatever became of the report (opened, folded by flood control, silenced).
+Memory: {"last_seen": {device: t}, "since": t, "absent": [devices reported], "due": t}.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def _close(state: SchoolState, device_id: str, conditions: tuple[str, ...], now:
 
 
 def _memory(state: SchoolState, now: float) -> dict:
-    return state.memory.get(NAME) or {"last_seen": {}, "since": now}
+    return state.memory.get(NAME) or {"last_seen": {}, "since": now, "absent": []}
 
 
 def _store(state: SchoolState, mem: dict, now: float, ctx: Context) -> SchoolState:
@@ -70,7 +72,7 @@ def _store(state: SchoolState, mem: dict, now: float, ctx: Context) -> SchoolSta
     dues = [
         mem["last_seen"].get(d.id, mem["since"]) + cfg.heartbeat_timeout_seconds
         for d in ctx.registry.devices_of(state.school_id)
-        if d.kind in cfg.heartbeat_kinds and not state.find_open(RULE, f"{d.id}/absent", "Actual")
+        if d.kind in cfg.heartbeat_kinds and d.id not in mem["absent"]
     ]
     return state.remember(NAME, {**mem, "due": min(dues) if dues else None})
 
@@ -83,7 +85,7 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
     mem = _memory(state, now)
     watched = device.kind in cfg.heartbeat_kinds
     if watched:
-        mem = {**mem, "last_seen": {**mem["last_seen"], device.id: now}}
+        mem = {**mem, "last_seen": {**mem["last_seen"], device.id: now}, "absent": [d for d in mem["absent"] if d != device.id]}
     status = "Exercise" if event.exercise else "Actual"
     alerts: list[Alert] = []
     if event.type == "device.offline":
@@ -114,8 +116,9 @@ def on_time(state: SchoolState, now: float, ctx: Context) -> tuple[SchoolState, 
         if device.kind not in cfg.heartbeat_kinds:
             continue
         seen = mem["last_seen"].get(device.id, mem["since"])
-        if now - seen >= cfg.heartbeat_timeout_seconds:
+        if now - seen >= cfg.heartbeat_timeout_seconds and device.id not in mem["absent"]:
             evidence = {"event_id": f"absent-since-{int(seen)}", "device_id": device.id, "type": "device.absent", "zone": device.zone, "ts": iso_utc(seen)}
             state, out = _raise(state, device, "absent", evidence, "Actual", now, ctx)
             alerts += out
+            mem = {**mem, "absent": mem["absent"] + [device.id]}
     return _store(state, mem, now, ctx), alerts, []

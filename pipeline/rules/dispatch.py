@@ -18,14 +18,15 @@ HELD = ("Minor", "Moderate")
 
 def raise_incident(state: SchoolState, r: Raise, now: float, ctx: Context, describe_fn: Describe = lifecycle.describe) -> tuple[SchoolState, list[Alert]]:
     if r.silenceable:
-        silence = silences.covering(state, r.evidence[0].get("device_id", ""), r.zone, now)
+        trigger = r.evidence[0]
+        silence = silences.covering(state, trigger.get("device_id", ""), r.zone, now)
         if silence:
-            return silences.count_suppressed(state, silence), []
+            return silences.count_suppressed(state, silence, f"{r.rule}/{trigger.get('device_id')}/{trigger.get('event_id')}"), []
     if r.foldable and ctx.rule(flood.NAME, state.school_id).enabled:
         state, alerts, folded = flood.admit(state, r, now, ctx)
         if folded:
             return state, alerts
-    held = "lockdown" if r.severity in HELD and lockdown.current(state) else ""
+    held = lockdown.NAME if r.severity in HELD and lockdown.current(state, r.status) else ""
     return lifecycle.create(state, r, now, ctx, held=held, describe_fn=describe_fn)
 
 
@@ -33,5 +34,5 @@ def raise_or_join(state: SchoolState, r: Raise, now: float, ctx: Context) -> tup
     """Join the open incident of the same rule, key and status, or raise a new one."""
     current = state.find_open(r.rule, r.key, r.status)
     if current is not None:
-        return lifecycle.add_evidence(state, current, r.evidence[0], now)
+        return lifecycle.add_evidence(state, current, [r.evidence[0]], now)
     return raise_incident(state, r, now, ctx)

@@ -60,7 +60,9 @@ class Raise:
     foldable: bool = True  # False for panic: never folded by flood control
 
 
-def create(state: SchoolState, r: Raise, now: float, ctx: Context, held: str = "", describe_fn: Describe = describe) -> tuple[SchoolState, list[Alert]]:
+def create(
+    state: SchoolState, r: Raise, now: float, ctx: Context, held: str = "", describe_fn: Describe = describe, by: str = "", command_id: str = ""
+) -> tuple[SchoolState, list[Alert]]:
     opened_at = now if r.opened_at is None else r.opened_at
     state, iid = state.new_incident_id(opened_at, ctx.school_tz(state.school_id))
     deadlines = dict(r.deadlines)
@@ -86,15 +88,25 @@ def create(state: SchoolState, r: Raise, now: float, ctx: Context, held: str = "
         last_evidence_at=now,
         quiet_close_seconds=r.quiet_close_seconds,
     )
-    inc, alert = inc.emit("opened", "Alert", now, describe_fn(inc, "opened", ""), deadlines=r.deadlines_view)
+    inc, alert = inc.emit("opened", "Alert", now, describe_fn(inc, "opened", by), deadlines=r.deadlines_view, by=by, command_id=command_id)
     return state.put(inc), [alert]
 
 
 def add_evidence(
-    state: SchoolState, inc: Incident, item: dict[str, Any], now: float, *, stage: str = "", describe_fn: Describe = describe, deadlines_view: dict[str, str] | None = None, **changes: Any
+    state: SchoolState,
+    inc: Incident,
+    items: list[dict[str, Any]],
+    now: float,
+    *,
+    stage: str = "",
+    describe_fn: Describe = describe,
+    deadlines_view: dict[str, str] | None = None,
+    **changes: Any,
 ) -> tuple[SchoolState, list[Alert]]:
-    """Attach evidence (and e.g. a higher certainty) and publish an Update."""
-    inc = replace(inc.with_evidence(item, now), **changes)
+    """Attach evidence (and e.g. a higher certainty) and publish one Update for it."""
+    for item in items:
+        inc = inc.with_evidence(item, now)
+    inc = replace(inc, **changes)
     if inc.quiet_close_seconds:
         inc = replace(inc, deadlines={**inc.deadlines, "expired": now + inc.quiet_close_seconds})
     stage = stage or f"joined-{inc.evidence_total}"

@@ -3,10 +3,14 @@
 The lockdown is itself an incident (Severe, Immediate, everyone notified) so every
 console shows it. While it is open, new Minor and Moderate incidents of the school are
 held back (dispatch.py): recorded and published with an empty `notify`; Severe and
-Extreme ones still go out. Memory: {"incident_id": ...} while locked down.
+Extreme ones still go out. A drill lockdown (`exercise`) holds only drill incidents and
+a real one only real incidents. Lifting releases the held incidents: their later
+updates notify again. Memory: {"Actual" | "Exercise": incident id} while locked down.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from pipeline.records import Alert, Command
 from pipeline.rules import lifecycle
@@ -16,14 +20,16 @@ from pipeline.rules.state import Context, SchoolState
 NAME = "lockdown"
 
 
-def current(state: SchoolState) -> str | None:
-    """The open lockdown incident's id (closing it by `resolve` also ends the lockdown)."""
-    iid = (state.memory.get(NAME) or {}).get("incident_id")
+def current(state: SchoolState, status: str) -> str | None:
+    """The open lockdown incident's id for `status` (closing it by `resolve` also ends it)."""
+    iid = (state.memory.get(NAME) or {}).get(status)
     return iid if iid in state.incidents else None
 
 
 def on_command(state: SchoolState, cmd: Command, now: float, ctx: Context) -> tuple[SchoolState, list[Alert]] | CommandRejected:
-    iid = current(state)
+    status = "Exercise" if cmd.exercise else "Actual"
+    iid = current(state, status)
+    memory = {k: v for k, v in (state.memory.get(NAME) or {}).items() if v in state.incidents}
     if cmd.command == "lockdown":
         if iid:
             return CommandRejected("already_locked_down", f"school {state.school_id} is already locked down ({iid})")
@@ -38,13 +44,17 @@ def on_command(state: SchoolState, cmd: Command, now: float, ctx: Context) -> tu
             notify=("onsite", "mobile", "command"),
             title=f"LOCKDOWN at {ctx.school_name(state.school_id)}: {cmd.reason} (ordered by {cmd.by})",
             evidence=({"command": "lockdown", "by": cmd.by, "reason": cmd.reason, "command_id": cmd.command_id},),
-            status="Exercise" if cmd.exercise else "Actual",
+            status=status,
             silenceable=False,
             foldable=False,
         )
-        state, alerts = lifecycle.create(state, raise_, now, ctx)
-        return state.remember(NAME, {"incident_id": alerts[0].incident_id}), alerts
+        state, alerts = lifecycle.create(state, raise_, now, ctx, by=cmd.by, command_id=cmd.command_id)
+        return state.remember(NAME, {**memory, status: alerts[0].incident_id}), alerts
     if not iid:
-        return CommandRejected("not_locked_down", f"school {state.school_id} is not locked down")
+        return CommandRejected("not_locked_down", f"school {state.school_id} is not locked down" + (" (drill)" if cmd.exercise else ""))
     state, alerts = lifecycle.close(state, state.incidents[iid], "lifted", now, by=cmd.by, note=cmd.note or cmd.reason, command_id=cmd.command_id)
-    return state.remember(NAME, None), alerts
+    for inc in list(state.incidents.values()):
+        if inc.held == NAME and inc.status == status:
+            state = state.put(replace(inc, held=""))  # released: later updates notify again
+    rest = {k: v for k, v in memory.items() if k != status}
+    return state.remember(NAME, rest or None), alerts

@@ -22,9 +22,16 @@ NOTIFY = ("onsite", "mobile", "command")
 def describer(esc: EscalationConfig) -> lifecycle.Describe:
     def describe(inc: Incident, stage: str, by: str) -> str:
         where = inc.title
+        latest = inc.evidence[-1] if inc.evidence else {}
+        presses = sum(1 for e in inc.evidence if e.get("type") == "panic.pressed")
+        joined = (
+            f"Panic button pressed again at {where} ({presses} presses)"
+            if latest.get("type") == "panic.pressed"
+            else f"Panic at {where}: more evidence, {latest.get('type', '?')} from {latest.get('device_id', '?')}"
+        )
         texts = {
             "opened": f"Panic button pressed at {where}",
-            "joined": f"Panic button pressed again at {where} ({inc.evidence_total} presses)",
+            "joined": joined,
             "corroborated": f"Panic at {where} corroborated by a sensor",
             "onsite_overdue": f"Panic button at {where}: no on-site response after {esc.ack_seconds:g} s",
             "mobile_late": f"Panic button at {where}: mobile unit not on scene after {esc.arrive_target_seconds:g} s",
@@ -50,7 +57,7 @@ def _press(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context) 
     current = state.find_open(RULE, RULE, status)
     if current is not None:
         return lifecycle.add_evidence(
-            state, current, evidence_of(event), now, describe_fn=describe, deadlines_view=ladder.deadlines_view(current, ctx.escalation)
+            state, current, [evidence_of(event)], now, describe_fn=describe, deadlines_view=ladder.deadlines_view(current, ctx.escalation)
         )
     opened_at = event.credible_ts(ctx.max_clock_skew_seconds)  # the 1-3-5 clock starts at the press
     place = ctx.school_name(state.school_id) + (f" ({event.zone})" if event.zone else "")

@@ -30,10 +30,13 @@ def covering(state: SchoolState, device_id: str, zone: str, now: float) -> dict 
     return None
 
 
-def count_suppressed(state: SchoolState, silence: dict) -> SchoolState:
+def count_suppressed(state: SchoolState, silence: dict, key: str) -> SchoolState:
+    """Count what a silence kept from being raised (a redelivered copy counts once)."""
+    if key in silence.get("keys", []):
+        return state
     mem = _memory(state)
-    active = [dict(s, suppressed=s.get("suppressed", 0) + 1) if s["id"] == silence["id"] else s for s in mem["active"]]
-    return state.remember(NAME, {**mem, "active": active})
+    counted = {**silence, "suppressed": silence.get("suppressed", 0) + 1, "keys": (silence.get("keys", []) + [key])[-100:]}
+    return state.remember(NAME, {**mem, "active": [counted if s["id"] == silence["id"] else s for s in mem["active"]]})
 
 
 def _notice(state: SchoolState, s: dict, now: float, state_name: str, ended_by: str = "") -> SilenceNotice:

@@ -86,7 +86,9 @@ class SchoolState:
         return replace(self, incidents=incidents, closed={**self.closed, inc.incident_id: [inc.closed_stage, inc.closed_at]})
 
     def remember(self, rule: str, value: Any) -> SchoolState:
-        """Replace a rule's memory (None forgets it)."""
+        """Replace a rule's memory (None forgets it); the same value changes nothing."""
+        if self.memory.get(rule) == value:
+            return self  # identity tells the worker there is nothing to write
         memory = {k: v for k, v in self.memory.items() if k != rule}
         if value is not None:
             memory[rule] = value

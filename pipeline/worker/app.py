@@ -132,6 +132,7 @@ def create_app(cfg: Config, registry: Registry) -> faust.App:
         except ValueError as exc:
             entry = {"reason_code": "invalid_command", "reason": str(exc), "payload": value.decode("utf-8", "replace"), "received_at": iso_utc(now)}
             await deliver(commands_dlq, key, dumps(entry))
+            log.info("command rejected", extra={"reason_code": "invalid_command", "reason": str(exc)})
             return
         school_id = key or cmd.school_id or school_of(cmd.incident_id) or ""
         state = load(school_id, partition)

@@ -26,7 +26,8 @@ def test_demo_plays_the_scenario_and_cleans_up(stack, workdir):
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    order = ["PRESS", "panic/opened", "panic/onsite_overdue", "OPERATOR guard-zx01-02: ack", "panic/acknowledged",
+    assert "CAMERA" in out
+    order = ["PRESS", "panic/opened", "panic/corroborated", "panic/onsite_overdue", "OPERATOR guard-zx01-02: ack", "panic/acknowledged",
              "panic/mobile_late", "OPERATOR patrol-unit-7: arrive", "panic/arrived", "panic/resolved", "DONE"]
     positions = [out.find(marker) for marker in order]
     assert -1 not in positions, out

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from pipeline.records import (
     COMMANDS,
+    INCIDENT_COMMANDS,
+    SCHOOL_COMMANDS,
     Alert,
     CanonicalEvent,
     Command,
@@ -186,9 +188,61 @@ def test_command_from_dict_contract_example():
     assert Command.from_dict(cmd.to_dict()) == cmd
 
 
-@pytest.mark.parametrize("name", COMMANDS)
-def test_command_from_dict_all_commands(name):
-    assert Command.from_dict({"command": name, "incident_id": "i", "by": "b"}).command == name
+def test_commands_are_incident_and_school_commands():
+    assert set(COMMANDS) == set(INCIDENT_COMMANDS) | set(SCHOOL_COMMANDS)
+    assert not set(INCIDENT_COMMANDS) & set(SCHOOL_COMMANDS)
+
+
+@pytest.mark.parametrize("name", INCIDENT_COMMANDS)
+def test_command_from_dict_all_incident_commands(name):
+    cmd = Command.from_dict({"command": name, "incident_id": "i", "by": "b"})
+    assert (cmd.command, cmd.incident_id) == (name, "i")
+    with pytest.raises(ValueError, match="incident_id"):
+        Command.from_dict({"command": name, "school_id": "zx-01", "by": "b"})
+
+
+@pytest.mark.parametrize("name", SCHOOL_COMMANDS)
+def test_command_from_dict_all_school_commands(name):
+    d = {"command": name, "school_id": "zx-01", "by": "b"}
+    if name == "unsilence":
+        d["silence_id"] = "sil-zx-01-0001"
+    cmd = Command.from_dict(d)
+    assert (cmd.command, cmd.school_id) == (name, "zx-01")
+    assert Command.from_dict(cmd.to_dict()) == cmd
+    with pytest.raises(ValueError, match="school_id"):
+        Command.from_dict({k: v for k, v in d.items() if k != "school_id"} | {"incident_id": "i"})
+
+
+def test_unsilence_needs_a_silence_id():
+    with pytest.raises(ValueError, match="silence_id"):
+        Command.from_dict({"command": "unsilence", "school_id": "zx-01", "by": "b"})
+
+
+def test_silence_command_fields():
+    cmd = Command.from_dict(
+        {"command": "silence", "school_id": "zx-01", "by": "b", "scope": {"zone": "gate-north"}, "duration_seconds": 600, "reason": "  roadworks  ", "exercise": False}
+    )
+    assert (cmd.scope, cmd.duration_seconds, cmd.reason) == ({"zone": "gate-north"}, 600.0, "roadworks")
+    assert Command.from_dict(cmd.to_dict()) == cmd
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        ({"scope": {"device": "a", "zone": "b"}}, "scope"),
+        ({"scope": {"room": "a"}}, "scope"),
+        ({"scope": {"device": ""}}, "scope"),
+        ({"scope": "zx01-cam-7"}, "scope"),
+        ({"duration_seconds": -1}, "duration_seconds"),
+        ({"duration_seconds": True}, "duration_seconds"),
+        ({"duration_seconds": "600"}, "duration_seconds"),
+        ({"exercise": "yes"}, "exercise"),
+        ({"until": "tomorrow"}, "until"),
+    ],
+)
+def test_silence_command_rejects_bad_fields(extra, match):
+    with pytest.raises(ValueError, match=match):
+        Command.from_dict({"command": "silence", "school_id": "zx-01", "by": "b", "reason": "r", **extra})
 
 
 def test_command_optional_fields():

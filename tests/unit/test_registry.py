@@ -84,7 +84,8 @@ def test_lookups_from_file(registry_file):
     assert reg.by_external("frigate", "office_sos") is None  # names are per ecosystem
     assert reg.by_external("zigbee2mqtt", "gate_cam") is None
     assert {d.id for d in reg.devices_of("bh-02")} == {"bh02-btn-1"}
-    assert len(reg.devices_of("zx-01")) == 7
+    assert len(reg.devices_of("zx-01")) == 13
+    assert {d.kind for d in reg.devices_of("zx-01")} >= {"panic_button", "video_analytics", "fence", "audio_sensor", "access_control"}
     assert reg.school("bh-02").timezone == "Europe/London"
     # the file and the in-code helper registry agree
     direct = build_registry()

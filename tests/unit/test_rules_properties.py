@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.records import COMMANDS
+from pipeline.records import INCIDENT_COMMANDS, parse_ts
 from pipeline.rules import engine
 from pipeline.rules.state import SchoolState
 from unit_helpers import ESC, SCHOOL, T0, command, make_ctx, press
@@ -26,7 +26,7 @@ press_action = st.tuples(
     st.booleans(),  # exercise
     st.sampled_from([0, 0, 0, -5, -30, -700, 40]),  # device clock offset (s)
 )
-command_action = st.tuples(st.just("command"), st.sampled_from(COMMANDS), st.integers(min_value=-1, max_value=3))
+command_action = st.tuples(st.just("command"), st.sampled_from(INCIDENT_COMMANDS), st.integers(min_value=-1, max_value=3))
 action = st.one_of(press_action, command_action, st.tuples(st.just("tick")), st.tuples(st.just("redeliver")))
 # (seconds since the previous input, action); time never goes backwards
 steps = st.lists(st.tuples(st.sampled_from([0, 0.001, 0.5, 1, 10, 30, 59, 60, 61, 90, 120, 179, 240, 299, 301]), action), max_size=40)
@@ -70,7 +70,8 @@ def run(script, reload_state: bool = False):
                 incidents.append(a.incident_id)
         state = out.state
         if reload_state:
-            state = SchoolState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+            core, memory = orjson.loads(orjson.dumps(state.core_dict())), orjson.loads(orjson.dumps(state.memory_dict()))
+            state = SchoolState.from_dicts(core, memory)
     final = engine.on_tick(state, now + 10_000, ctx)
     emitted.extend((now + 10_000, a) for a in final.alerts)
     return emitted, commands, final.state
@@ -80,6 +81,7 @@ def run(script, reload_state: bool = False):
 @given(steps)
 def test_ladder_invariants(script):
     emitted, commands, final = run(script)
+    opened_at = {a.incident_id: parse_ts(a.deadlines["ack_by"]) - ESC.ack_seconds for _, a in emitted if a.stage == "opened"}
 
     by_incident = defaultdict(list)
     for now, a in emitted:
@@ -106,17 +108,16 @@ def test_ladder_invariants(script):
         ladder_seen = [s for s in stages if s in DEADLINE_AFTER]
         assert ladder_seen == sorted(ladder_seen, key=list(DEADLINE_AFTER).index)
         # no deadline stage after its settling command, and none before it was due
-        opened_at = final.incidents[iid].opened_at if iid in final.incidents else None
         for k, (now, a) in enumerate(items):
             if a.stage in DEADLINE_AFTER:
                 assert not (SETTLED_BY_STAGE[a.stage] & set(stages[:k])), stages
-                assert a.due and now >= opened_at + DEADLINE_AFTER[a.stage] - 1e-6
+                assert a.due and now >= opened_at[iid] + DEADLINE_AFTER[a.stage] - 1e-6
         # liveness: after the final tick, every rung either fired or was settled/closed first
         for stage, after in DEADLINE_AFTER.items():
             if stage in stages:
                 continue
             settle_times = [now for now, a in items if a.stage in SETTLED_BY_STAGE[stage] | CLOSE_STAGES]
-            assert settle_times and min(settle_times) < opened_at + after, (stage, stages)
+            assert settle_times and min(settle_times) < opened_at[iid] + after, (stage, stages)
 
     # every command is answered: its stage, a rejection with a reason code, or (redelivery) nothing
     for now, cmd, out, redelivered in commands:
@@ -129,8 +130,13 @@ def test_ladder_invariants(script):
             assert why.reason_code in {"unknown_incident", "incident_closed", "already_acknowledged", "already_arrived"}
             assert why.reason
 
+    # closed incidents leave only tombstones, with the stage of their Cancel
+    cancelled = {a.incident_id: (a.stage, now) for now, a in emitted if a.msgType == "Cancel"}
+    assert {iid: tuple(v) for iid, v in final.closed.items()} == cancelled
+    assert not set(final.closed) & set(final.incidents)
     # one Actual and at most one Exercise incident open at a time
-    open_now = [i for i in final.incidents.values() if i.is_open]
+    open_now = list(final.incidents.values())
+    assert all(i.is_open for i in open_now)
     assert len([i for i in open_now if i.status == "Actual"]) <= 1
     assert len([i for i in open_now if i.status == "Exercise"]) <= 1
     assert all(not i.deadlines for i in open_now)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 import pytest
 
@@ -73,11 +75,18 @@ def test_exercise_headlines_are_marked():
 def test_with_evidence_keeps_first_and_latest():
     inc = make_incident()
     for i in range(MAX_EVIDENCE + 20):
-        inc = inc.with_evidence({"event_id": f"e-{i}"})
+        inc = inc.with_evidence({"event_id": f"e-{i}"}, T0 + i)
     assert len(inc.evidence) == MAX_EVIDENCE
     assert inc.evidence[0] == {"event_id": "e-0"}
     assert inc.evidence[-1] == {"event_id": f"e-{MAX_EVIDENCE + 19}"}
     assert inc.evidence[1] == {"event_id": "e-21"}
+    assert inc.evidence_total == 1 + MAX_EVIDENCE + 20  # counts trimmed items too
+    assert inc.last_evidence_at == T0 + MAX_EVIDENCE + 19
+
+
+def test_with_evidence_never_moves_last_evidence_at_back():
+    inc = make_incident().with_evidence({"event_id": "a"}, T0 + 10).with_evidence({"event_id": "b"}, T0 + 5)
+    assert inc.last_evidence_at == T0 + 10
 
 
 def test_incident_round_trip():
@@ -97,15 +106,40 @@ def test_incident_round_trip():
 # --- school state ---------------------------------------------------------------------------------
 
 
-def test_open_incident_matches_rule_and_status():
+def test_find_open_matches_rule_key_and_status():
+    a = make_incident(key="panic")
+    x = make_incident(incident_id="inc-20261129-zx-01-0002", status="Exercise", key="panic")
+    closed = make_incident(incident_id="inc-20261129-zx-01-0003", closed_at=T0, closed_stage="resolved", key="panic")
+    z = make_incident(incident_id="inc-20261129-zx-01-0004", rule="corroborated", key="gate-north", severity="Severe")
+    s = SchoolState(SCHOOL).put(closed).put(a).put(x).put(z)
+    assert s.find_open("panic", "panic", "Actual") is a
+    assert s.find_open("panic", "panic", "Exercise") is x
+    assert s.find_open("other", "panic", "Actual") is None
+    assert s.find_open("panic", "other-key", "Actual") is None
+    assert s.find_open("corroborated", "gate-north", "Actual") is z
+    assert s.find_open("corroborated", "gate-south", "Actual") is None
+    assert SchoolState(SCHOOL).put(closed).find_open("panic", "panic", "Actual") is None
+
+
+def test_put_of_a_closed_incident_leaves_only_a_tombstone():
     a = make_incident()
-    x = make_incident(incident_id="inc-20261129-zx-01-0002", status="Exercise")
-    closed = make_incident(incident_id="inc-20261129-zx-01-0003", closed_at=T0)
-    s = SchoolState(SCHOOL).put(closed).put(a).put(x)
-    assert s.open_incident("panic", "Actual") is a
-    assert s.open_incident("panic", "Exercise") is x
-    assert s.open_incident("other", "Actual") is None
-    assert SchoolState(SCHOOL).put(closed).open_incident("panic", "Actual") is None
+    s = SchoolState(SCHOOL).put(a)
+    assert s.incidents == {a.incident_id: a} and s.closed == {}
+    done = dataclasses.replace(a, closed_at=T0 + 5, closed_stage="resolved")
+    s2 = s.put(done)
+    assert s2.incidents == {}
+    assert s2.closed == {a.incident_id: ["resolved", T0 + 5]}
+    assert s.incidents == {a.incident_id: a}  # immutable
+
+
+def test_remember_replaces_and_forgets_a_rules_memory():
+    s = SchoolState(SCHOOL).remember("flood", {"raised": [T0], "due": T0 + 600})
+    s = s.remember("silence", {"active": [], "seq": 0})
+    assert s.memory == {"flood": {"raised": [T0], "due": T0 + 600}, "silence": {"active": [], "seq": 0}}
+    assert s.memory_due() == T0 + 600
+    s2 = s.remember("flood", None)
+    assert s2.memory == {"silence": {"active": [], "seq": 0}}
+    assert s2.memory_due() is None
 
 
 def test_new_incident_id_advances_the_sequence():
@@ -129,9 +163,11 @@ def test_pruned_forgets_closed_incidents_and_applied_keys_after_retention():
     open_inc = make_incident()
     closed = make_incident(incident_id="inc-20261129-zx-01-0002", closed_at=T0)
     s = SchoolState(SCHOOL).put(open_inc).put(closed).mark_applied("dev/e-1", T0)
+    assert set(s.closed) == {closed.incident_id}
     assert s.pruned(T0 + min(KEEP_CLOSED_SECONDS, KEEP_APPLIED_SECONDS) - 1) is s
     p = s.pruned(T0 + max(KEEP_CLOSED_SECONDS, KEEP_APPLIED_SECONDS))
     assert set(p.incidents) == {open_inc.incident_id}  # open incidents are never pruned
+    assert p.closed == {}
     assert p.applied == {}
 
 
@@ -142,9 +178,33 @@ def test_next_due_ignores_closed_incidents():
     assert SchoolState(SCHOOL).put(a).put(b).next_due() == T0 + 60
 
 
-def test_from_dict_defaults():
-    s = SchoolState.from_dict({"school_id": SCHOOL})
-    assert s == SchoolState(SCHOOL)
+def test_next_due_is_the_earliest_of_incident_deadlines_and_rule_timers():
+    a = make_incident(deadlines={"onsite_overdue": T0 + 60})
+    s = SchoolState(SCHOOL).put(a)
+    assert s.remember("device_health", {"due": T0 + 30}).next_due() == T0 + 30
+    assert s.remember("device_health", {"due": T0 + 90}).next_due() == T0 + 60
+    assert s.remember("device_health", {"due": None}).next_due() == T0 + 60
+    only_memory = SchoolState(SCHOOL).remember("flood", {"due": T0 + 5})
+    assert (only_memory.incidents_due(), only_memory.memory_due(), only_memory.next_due()) == (None, T0 + 5, T0 + 5)
+
+
+def test_from_dicts_defaults():
+    assert SchoolState.from_dicts({"school_id": SCHOOL}, None) == SchoolState(SCHOOL)
+    assert SchoolState.from_dicts(None, None, school_id=SCHOOL, partition=3) == SchoolState(SCHOOL, partition=3)
+    assert SchoolState.from_dicts({"school_id": SCHOOL}, {"rules": {}}) == SchoolState(SCHOOL)
+
+
+def test_core_and_memory_dicts_round_trip_through_orjson():
+    a = make_incident(deadlines={"onsite_overdue": T0 + 60}, key="panic", stages=("opened",), messages=1)
+    done = make_incident(incident_id="inc-20261129-zx-01-0002", closed_at=T0 + 1, closed_stage="false_alarm")
+    s = SchoolState(SCHOOL, partition=2, next_seq=3).put(a).put(done).mark_applied("dev/e-1", T0)
+    s = s.remember("device_health", {"last_seen": {"zx01-btn-1": T0}, "since": T0, "due": T0 + 180})
+    core, memory = s.core_dict(), s.memory_dict()
+    assert core["next_due"] == T0 + 60 and memory["next_due"] == T0 + 180
+    assert "memory" not in core and "incidents" not in memory  # two separate stored values
+    back = SchoolState.from_dicts(orjson.loads(orjson.dumps(core)), orjson.loads(orjson.dumps(memory)))
+    assert back == s
+    assert back.closed == {done.incident_id: ["false_alarm", T0 + 1]}
 
 
 def test_context_lookups():
@@ -180,17 +240,27 @@ def test_closed_incident_is_closed_for_a_day_then_unknown():
     assert out.rejected[0][1].reason_code == "unknown_incident"
 
 
+def stored_values_changed(before: SchoolState, after: SchoolState) -> tuple[bool, bool]:
+    """(core changed, memory changed), judged as the worker does before writing its two
+    table values (pipeline/worker/app.py `apply`: states are immutable, identity tells)."""
+    core = any(getattr(after, f) is not getattr(before, f) for f in ("incidents", "closed", "applied", "next_seq", "partition"))
+    return core, after.memory is not before.memory
+
+
 def test_tick_without_changes_returns_the_same_state():
     d = Driver()
     before = d.state
     out = engine.on_tick(before, T0, d.ctx)
-    assert out.state is before and out.alerts == [] and not out.changed(before)
+    assert out.alerts == [] and out.notices == []
+    assert out.state == before
+    assert stored_values_changed(before, out.state) == (False, False)
     out2 = engine.on_event(before, press("e"), T0, d.ctx)
-    assert out2.changed(before)
+    assert stored_values_changed(before, out2.state)[0]
 
 
 def test_rejected_command_does_not_change_state():
     d = Driver()
     before = d.state
     out = engine.on_command(before, command("ack", "inc-x"), T0, d.ctx)
-    assert not out.changed(before) and out.rejected
+    assert out.rejected and out.state == before
+    assert stored_values_changed(before, out.state) == (False, False)

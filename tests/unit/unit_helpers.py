@@ -5,12 +5,14 @@ default import mode); fixtures live in conftest.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
 from pipeline.config import EscalationConfig
 from pipeline.records import Alert, CanonicalEvent, Command, iso_utc, parse_ts
 from pipeline.registry import Device, Registry, School
 from pipeline.rules import engine
+from pipeline.rules.settings import RulesConfig
 from pipeline.rules.state import Context, SchoolState
 
 SCHOOL = "zx-01"
@@ -42,6 +44,12 @@ REGISTRY_YAML = textwrap.dedent(
       - {id: zx01-guard-1, school: zx-01, kind: guard_terminal, zone: gate-north}
       - {id: zx01-sos-2, school: zx-01, kind: panic_button, zone: office,
          external: {zigbee2mqtt: office_sos}}
+      - {id: zx01-cam-8, school: zx-01, kind: video_analytics, zone: gate-north}
+      - {id: zx01-fence-1, school: zx-01, kind: fence, zone: gate-north}
+      - {id: zx01-mic-1, school: zx-01, kind: audio_sensor, zone: gate-north}
+      - {id: zx01-door-1, school: zx-01, kind: access_control, zone: office}
+      - {id: zx01-cam-9, school: zx-01, kind: video_analytics, zone: field}
+      - {id: zx01-fence-2, school: zx-01, kind: fence, zone: field}
       - {id: bh02-btn-1, school: bh-02, kind: panic_button}
     """
 )
@@ -63,6 +71,12 @@ def build_registry() -> Registry:
             Device("zx01-lpr-1", SCHOOL, "plate_camera", "gate-south"),
             Device("zx01-guard-1", SCHOOL, "guard_terminal", "gate-north"),
             Device("zx01-sos-2", SCHOOL, "panic_button", "office", {"zigbee2mqtt": "office_sos"}),
+            Device("zx01-cam-8", SCHOOL, "video_analytics", "gate-north"),
+            Device("zx01-fence-1", SCHOOL, "fence", "gate-north"),
+            Device("zx01-mic-1", SCHOOL, "audio_sensor", "gate-north"),
+            Device("zx01-door-1", SCHOOL, "access_control", "office"),
+            Device("zx01-cam-9", SCHOOL, "video_analytics", "field"),
+            Device("zx01-fence-2", SCHOOL, "fence", "field"),
             Device("bh02-btn-1", OTHER_SCHOOL, "panic_button", ""),
         ]
     }
@@ -70,8 +84,142 @@ def build_registry() -> Registry:
     return Registry(schools=schools, devices=devices, external=external)
 
 
-def make_ctx(esc: EscalationConfig = ESC, max_skew: float = 600) -> Context:
-    return Context(escalation=esc, registry=build_registry(), max_clock_skew_seconds=max_skew)
+def only_panic() -> RulesConfig:
+    """Every rule but `panic` switched off: the ladder tests see the ladder alone."""
+    rules = RulesConfig()
+    blocks = {f.name: getattr(rules, f.name) for f in dataclasses.fields(rules)}
+    return RulesConfig(**{name: dataclasses.replace(b, enabled=False) if hasattr(b, "enabled") else b for name, b in blocks.items()})
+
+
+# panic buttons of SCHOOL (device_health watches their heartbeats by default)
+BUTTONS = ("zx01-btn-1", "zx01-btn-3", "zx01-sos-2")
+
+
+def make_ctx(esc: EscalationConfig = ESC, max_skew: float = 600, rules: RulesConfig | None = None) -> Context:
+    return Context(escalation=esc, registry=build_registry(), max_clock_skew_seconds=max_skew, rules=rules or only_panic())
+
+
+def enable(*names: str, **tuned: dict) -> RulesConfig:
+    """only_panic() with the named rule blocks switched back on; `tuned` also switches a
+    block on and replaces some of its settings: enable("corroboration", flood={"max_incidents": 2})."""
+    rules = only_panic()
+    changes = {}
+    for name in names:
+        changes[name] = dataclasses.replace(getattr(rules, name), enabled=True)
+    for name, values in tuned.items():
+        block = getattr(rules, name)
+        extra = {"enabled": True} if hasattr(block, "enabled") else {}
+        changes[name] = dataclasses.replace(block, **{**extra, **values})
+    return dataclasses.replace(rules, **changes)
+
+
+def rules_ctx(*names: str, **tuned: dict) -> Context:
+    """A Context whose rules are only_panic() plus `enable(*names, **tuned)`."""
+    return make_ctx(rules=enable(*names, **tuned))
+
+
+_REGISTRY = build_registry()
+
+
+def event(
+    etype: str,
+    device_id: str,
+    event_id: str = "s-1",
+    *,
+    ts: float = T0,
+    received: float | None = None,
+    attrs: dict | None = None,
+    exercise: bool = False,
+    zone: str | None = None,
+    school_id: str | None = None,
+    media: dict | None = None,
+) -> CanonicalEvent:
+    """A canonical event from a registry device (kind, zone and school from the registry)."""
+    device = _REGISTRY.device(device_id)
+    return CanonicalEvent(
+        event_id=event_id,
+        type=etype,
+        ts=iso_utc(ts),
+        device_id=device_id,
+        school_id=school_id or (device.school if device else SCHOOL),
+        kind=device.kind if device else "",
+        zone=(device.zone if device else "") if zone is None else zone,
+        source="native",
+        mqtt_topic=f"huxue/v1/devices/{device_id}/" + ("status" if etype in ("device.online", "device.offline") else "events"),
+        received_at=iso_utc(ts if received is None else received),
+        attrs=attrs or {},
+        media=media,
+        exercise=exercise,
+    )
+
+
+def camera(etype: str = "video.intrusion", device_id: str = "zx01-cam-7", event_id: str = "v-1", **kw) -> CanonicalEvent:
+    return event(etype, device_id, event_id, **kw)
+
+
+def fence(device_id: str = "zx01-fence-1", event_id: str = "f-1", **kw) -> CanonicalEvent:
+    kw.setdefault("attrs", {"zone": _REGISTRY.device(device_id).zone})
+    return event("fence.breach", device_id, event_id, **kw)
+
+
+def scream(device_id: str = "zx01-mic-1", event_id: str = "a-1", **kw) -> CanonicalEvent:
+    kw.setdefault("attrs", {"level_db": 95})
+    return event("sound.scream", device_id, event_id, **kw)
+
+
+def door(device_id: str = "zx01-door-1", event_id: str = "d-1", **kw) -> CanonicalEvent:
+    kw.setdefault("attrs", {"door": "office-back"})
+    return event("door.forced", device_id, event_id, **kw)
+
+
+def heartbeat(device_id: str, event_id: str = "hb-1", battery: float | None = None, **kw) -> CanonicalEvent:
+    if battery is not None:
+        kw["attrs"] = {"battery": battery}
+    return event("device.heartbeat", device_id, event_id, **kw)
+
+
+def offline(device_id: str, event_id: str = "off-1", **kw) -> CanonicalEvent:
+    return event("device.offline", device_id, event_id, **kw)
+
+
+def online(device_id: str, event_id: str = "on-1", **kw) -> CanonicalEvent:
+    return event("device.online", device_id, event_id, **kw)
+
+
+def tamper(device_id: str, event_id: str = "t-1", **kw) -> CanonicalEvent:
+    return event("device.tamper", device_id, event_id, **kw)
+
+
+def school_command(
+    name: str,
+    *,
+    by: str = "cc-duty",
+    at: float | None = None,
+    scope: dict | None = None,
+    duration_seconds: float = 0.0,
+    until: float | None = None,
+    reason: str = "",
+    silence_id: str = "",
+    command_id: str = "",
+    note: str = "",
+    exercise: bool = False,
+    school_id: str = SCHOOL,
+) -> Command:
+    """A school command (silence, unsilence, lockdown, lift_lockdown)."""
+    return Command(
+        command=name,
+        by=by,
+        at=iso_utc(at) if at is not None else "",
+        note=note,
+        command_id=command_id,
+        school_id=school_id,
+        scope=dict(scope or {}),
+        duration_seconds=duration_seconds,
+        until=iso_utc(until) if until is not None else "",
+        reason=reason,
+        silence_id=silence_id,
+        exercise=exercise,
+    )
 
 
 def press(
@@ -122,11 +270,13 @@ class Driver:
         self.state = state or SchoolState(school_id=SCHOOL)
         self.alerts: list[Alert] = []
         self.rejected: list[tuple[Command, object]] = []
+        self.notices: list = []  # SilenceNotice
 
     def _take(self, outcome: engine.Outcome) -> list[Alert]:
         self.state = outcome.state
         self.alerts.extend(outcome.alerts)
         self.rejected.extend(outcome.rejected)
+        self.notices.extend(outcome.notices)
         return list(outcome.alerts)
 
     def event(self, ev: CanonicalEvent, now: float) -> list[Alert]:
@@ -142,8 +292,17 @@ class Driver:
         self._take(outcome)
         return outcome
 
+    def school_command(self, now: float, name: str, **kw) -> engine.Outcome:
+        kw.setdefault("at", now)
+        outcome = engine.on_command(self.state, school_command(name, **kw), now, self.ctx)
+        self._take(outcome)
+        return outcome
+
     def tick(self, now: float) -> list[Alert]:
         return self._take(engine.on_tick(self.state, now, self.ctx))
 
     def stages(self, incident_id: str | None = None) -> list[str]:
         return [a.stage for a in self.alerts if incident_id is None or a.incident_id == incident_id]
+
+    def of_rule(self, rule: str) -> list[Alert]:
+        return [a for a in self.alerts if a.rule == rule]
