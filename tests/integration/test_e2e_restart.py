@@ -99,17 +99,19 @@ def test_post_staffing_check_fires_after_a_worker_restart(stack, workdir):
     registry = {
         "schools": [
             _school(
-                "g01",
+                sid,
                 {
                     "windows": [{"start": start.strftime("%H:%M:%S"), "end": end.strftime("%H:%M:%S")}],
-                    "posts": [{"id": "g01-gate-n", "required_officers": 2}],
+                    "posts": [{"id": f"{sid}-gate-n", "required_officers": 2}],
                     "hours": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "open": "00:00", "close": "00:00"},
                 },
             )
+            for sid in ("g01", "g02")  # g02: fully staffed, the near miss
         ],
         "devices": [
-            {"id": "g01-post-1", "school": "g01", "kind": "guard_terminal", "zone": "gate"},
-            {"id": "g01-btn-1", "school": "g01", "kind": "panic_button", "zone": "gate"},
+            {"id": f"{sid}-{suffix}", "school": sid, "kind": kind, "zone": "gate"}
+            for sid in ("g01", "g02")
+            for suffix, kind in (("post-1", "guard_terminal"), ("btn-1", "panic_button"))
         ],
     }
     rules = {**QUIET_RULES, "post_staffing": {"grace_seconds": 3}}
@@ -117,6 +119,8 @@ def test_post_staffing_check_fires_after_a_worker_restart(stack, workdir):
     try:
         p.start()
         p.emit("g01-post-1", "guard.checkin", post_id="g01-gate-n", officer_id="officer-wang")
+        p.emit("g02-post-1", "guard.checkin", post_id="g02-gate-n", officer_id="officer-zhao")
+        p.emit("g02-post-1", "guard.checkin", post_id="g02-gate-n", officer_id="officer-qian")
         p.sentinel("g01", "g01-btn-1")
         assert time.time() < start.timestamp(), "the window must start after the pipeline is up"
         p.worker.kill()
@@ -131,6 +135,8 @@ def test_post_staffing_check_fires_after_a_worker_restart(stack, workdir):
         again = p.alerts.wait(lambda rs: [a for a in rs if a["rule"] == "post_staffing" and a["stage"] == "opened" and a["incident_id"] != short["incident_id"]], 20, "short again")[0]
         ended = p.wait_stage("g01", "window_ended", rule="post_staffing", timeout=60)
         assert ended["incident_id"] == again["incident_id"] and parse_ts(ended["sent"]) >= end.timestamp()
+        p.sentinel("g02", "g02-btn-1")  # after g02's check and window end too
+        assert not [a for a in p.alerts_of("g02") if a["rule"] == "post_staffing"]
         stages = [(a["incident_id"], a["stage"]) for a in p.alerts_of("g01") if a["rule"] == "post_staffing"]
         assert stages == [(short["incident_id"], "opened"), (short["incident_id"], "restored"), (again["incident_id"], "opened"), (again["incident_id"], "window_ended")]
     finally:

@@ -240,6 +240,25 @@ def test_silent_panic_button_is_reported_without_traffic_and_recovers(pipe):
     assert len([a for a in of(pipe, "r09", "device_health") if a["stage"] == "opened" and "no heartbeat" in a["headline"]]) == 2
 
 
+def test_device_health_near_misses_raise_nothing(pipe):
+    pipe.emit("r09-cam-yard2", "device.heartbeat", battery=55)  # healthy battery
+    pipe.publish("r09-cam-gate", b"online", channel="status")  # online is not a problem
+    pipe.emit("r04-btn-1", "device.tamper", exercise=True)  # r04 does not watch device health
+    pipe.sentinel("r09", "r09-btn-2")
+    pipe.sentinel("r04", "r04-btn-2")
+    assert not [a for a in of(pipe, "r09", "device_health") if "r09-cam-yard2" in str(a["evidence"]) and "battery" in a["headline"] and a["stage"] == "opened" and a["evidence"][0].get("attrs", {}).get("battery") == 55]
+    assert not [a for a in of(pipe, "r09", "device_health") if a["evidence"][0]["device_id"] == "r09-cam-gate" and "offline" in a["headline"]]
+    assert not of(pipe, "r04", "device_health")
+
+
+def test_flood_near_miss_below_the_limit(pipe):
+    for zone in ("a1", "a2", "a3"):  # three Minor incidents: under the default limit of 10
+        pipe.emit("r03-cam-yard", "video.fall", zone=zone)
+    pipe.sentinel("r03", "r03-btn-2")
+    assert len([a for a in of(pipe, "r03", "video_behaviour") if a["stage"] == "opened"]) == 3
+    assert not of(pipe, "r03", "flood")
+
+
 # --- 8. silences --------------------------------------------------------------------
 
 
