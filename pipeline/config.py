@@ -86,6 +86,31 @@ class BridgeConfig:
 
 
 @dataclass(frozen=True)
+class FrigateConfig:
+    enabled: bool = True
+    # MQTT topic prefix of each Frigate NVR -> its base URL (for snapshot and clip links)
+    instances: dict[str, str] = field(default_factory=lambda: {"frigate": ""})
+    labels: tuple[str, ...] = ("person", "car", "motorcycle", "bicycle", "bus", "truck")
+    # recognised face name -> watchlist category (see rules.face_watchlist.categories)
+    faces: dict[str, str] = field(default_factory=dict)
+    default_watchlist: str = "known"  # for recognised names not listed: recorded, no incident
+
+
+@dataclass(frozen=True)
+class Zigbee2MqttConfig:
+    enabled: bool = True
+    base_topics: tuple[str, ...] = ("zigbee2mqtt",)
+    # `action` values that mean a press of a panic_button (a device may list its own)
+    press_actions: tuple[str, ...] = ("emergency", "sos", "panic", "single", "double", "long")
+
+
+@dataclass(frozen=True)
+class AdaptersConfig:
+    frigate: FrigateConfig = field(default_factory=FrigateConfig)
+    zigbee2mqtt: Zigbee2MqttConfig = field(default_factory=Zigbee2MqttConfig)
+
+
+@dataclass(frozen=True)
 class WorkerConfig:
     app_id: str = "huxue-worker"
     tick_seconds: float = 0.5
@@ -119,6 +144,7 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     stack: StackConfig = field(default_factory=StackConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    adapters: AdaptersConfig = field(default_factory=AdaptersConfig)
     # Directory the configuration file lives in; relative paths resolve against it.
     base_dir: str = "."
 

@@ -55,14 +55,20 @@ class Device:
     kind: str
     zone: str = ""
     external: dict[str, str] = field(default_factory=dict)
+    # Third-party details: a Frigate camera's zones -> huxue zones, its zones where being
+    # present means loitering, and the Zigbee2MQTT `action` values that mean a press.
+    zone_map: dict[str, str] = field(default_factory=dict)
+    loiter_zones: tuple[str, ...] = ()
+    press_actions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Registry:
     schools: dict[str, School]
     devices: dict[str, Device]
-    # (ecosystem, external name) -> device, e.g. ("frigate", "gate_cam")
-    external: dict[tuple[str, str], Device]
+    # (ecosystem, external name) -> devices, e.g. ("frigate", "gate_cam"): one Frigate
+    # camera can be a video_analytics, a face_camera and a plate_camera device at once
+    external: dict[tuple[str, str], tuple[Device, ...]]
 
     def device(self, device_id: str) -> Device | None:
         return self.devices.get(device_id)
@@ -70,8 +76,15 @@ class Registry:
     def school(self, school_id: str) -> School | None:
         return self.schools.get(school_id)
 
-    def by_external(self, ecosystem: str, name: str) -> Device | None:
-        return self.external.get((ecosystem, name))
+    def by_external(self, ecosystem: str, name: str, kinds: frozenset[str] | None = None) -> Device | None:
+        """The device behind a third-party name, of one of `kinds` when given."""
+        for d in self.external.get((ecosystem, name), ()):
+            if kinds is None or d.kind in kinds:
+                return d
+        return None
+
+    def of_ecosystem(self, ecosystem: str) -> list[Device]:
+        return [d for d in self.devices.values() if ecosystem in d.external]
 
     def devices_of(self, school_id: str) -> list[Device]:
         return self._by_school.get(school_id, [])
@@ -152,7 +165,19 @@ def _device(raw: dict[str, Any], schools: dict[str, School], where: str) -> Devi
     if kind not in DEVICE_KINDS:
         raise ConfigError(f"{where} ({did}): unknown kind {kind!r}; known: {', '.join(sorted(DEVICE_KINDS))}")
     external = {str(k): str(v) for k, v in (raw.get("external") or {}).items()}
-    return Device(id=did, school=school, kind=kind, zone=str(raw.get("zone", "")), external=external)
+    zone_map = raw.get("zone_map") or {}
+    if not isinstance(zone_map, dict):
+        raise ConfigError(f"{where} ({did}): zone_map must map third-party zones to huxue zones")
+    return Device(
+        id=did,
+        school=school,
+        kind=kind,
+        zone=str(raw.get("zone", "")),
+        external=external,
+        zone_map={str(k): str(v) for k, v in zone_map.items()},
+        loiter_zones=tuple(str(z) for z in raw.get("loiter_zones") or ()),
+        press_actions=tuple(str(a) for a in raw.get("press_actions") or ()),
+    )
 
 
 def load_registry(path: str | Path) -> Registry:
@@ -170,14 +195,15 @@ def load_registry(path: str | Path) -> Registry:
             raise ConfigError(f"{path}: duplicate school id {s.id!r}")
         schools[s.id] = s
     devices: dict[str, Device] = {}
-    external: dict[tuple[str, str], Device] = {}
+    external: dict[tuple[str, str], tuple[Device, ...]] = {}
     for i, raw in enumerate(data.get("devices") or []):
         d = _device(raw, schools, f"{path}: devices[{i}]")
         if d.id in devices:
             raise ConfigError(f"{path}: duplicate device id {d.id!r}")
         devices[d.id] = d
         for eco, name in d.external.items():
-            if (eco, name) in external:
-                raise ConfigError(f"{path}: {eco} name {name!r} is mapped to two devices")
-            external[(eco, name)] = d
+            same = external.get((eco, name), ())
+            if any(o.kind == d.kind for o in same):
+                raise ConfigError(f"{path}: {eco} name {name!r} is mapped to two {d.kind} devices")
+            external[(eco, name)] = same + (d,)
     return Registry(schools=schools, devices=devices, external=external)

@@ -174,6 +174,7 @@ class Pipeline:
         registry: dict[str, Any] | None = None,
         rules: dict[str, Any] | None = None,
         probe_device: str = "t60-cam-1",
+        config: dict[str, Any] | None = None,
     ):
         tag = uuid.uuid4().hex[:6]
         self.workdir = workdir
@@ -189,6 +190,7 @@ class Pipeline:
             "escalation": dict(zip(("ack_seconds", "arrive_target_seconds", "arrive_limit_seconds"), escalation)),
             "bridge": {"client_id": f"bridge-{tag}"},
             "worker": {"app_id": f"worker-{tag}", "instance_id": f"worker-{tag}-0", "tick_seconds": 0.25},
+            **(config or {}),
         }
         self.cfg_path = workdir / f"huxue-{tag}.yaml"
         self.cfg_path.write_text(yaml.safe_dump(self.raw_cfg))

@@ -16,10 +16,11 @@ from collections.abc import Callable
 
 
 class Slot:
-    __slots__ = ("mid", "qos", "epoch", "done", "arrived")
+    __slots__ = ("mid", "qos", "epoch", "done", "arrived", "pending")
 
     def __init__(self, mid: int, qos: int, epoch: int, arrived: float):
         self.mid, self.qos, self.epoch, self.done, self.arrived = mid, qos, epoch, False, arrived
+        self.pending = 1  # Kafka records the message became (an adapter may make several)
 
 
 class InOrderAcker:
@@ -37,9 +38,20 @@ class InOrderAcker:
             self._q.append(slot)
         return slot
 
-    def done(self, slot: Slot) -> None:
-        """Called when Kafka confirmed the slot's record (any thread)."""
+    def expect(self, slot: Slot, records: int) -> None:
+        """The message became `records` Kafka records (0: nothing to wait for)."""
         with self._lock:
+            slot.pending = records
+        if records == 0:
+            slot.pending = 1
+            self.done(slot)
+
+    def done(self, slot: Slot) -> None:
+        """Called when Kafka confirmed one of the slot's records (any thread)."""
+        with self._lock:
+            slot.pending -= 1
+            if slot.pending > 0:
+                return
             slot.done = True
             while self._q and self._q[0].done:
                 head = self._q.popleft()

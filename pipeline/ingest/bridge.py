@@ -27,6 +27,8 @@ from pipeline import kafka_client, mqtt_client
 from pipeline.config import Config
 from pipeline.ingest import native
 from pipeline.ingest.acker import InOrderAcker, Slot
+from pipeline.ingest.adapters.frigate import Frigate
+from pipeline.ingest.adapters.zigbee2mqtt import Zigbee2Mqtt
 from pipeline.records import CanonicalEvent, Rejection, dlq_entry, dumps
 from pipeline.registry import Registry
 
@@ -47,6 +49,10 @@ class Bridge:
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.acker = InOrderAcker(self.client.ack)
+        self.adapters = [
+            a for a, on in ((Frigate(cfg.adapters.frigate, registry), cfg.adapters.frigate.enabled), (Zigbee2Mqtt(cfg.adapters.zigbee2mqtt, registry), cfg.adapters.zigbee2mqtt.enabled)) if on
+        ]
+        self.subscriptions = list(native.SUBSCRIPTIONS) + [t for a in self.adapters for t in a.subscriptions()]
         self.producer = None
         self._trouble = threading.Event()
         self._trouble_reason = ""
@@ -165,40 +171,46 @@ class Bridge:
         log.info("mqtt connected", extra={"broker": f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}", "session_present": bool(flags.session_present)})
         # retainHandling=1: retained messages only for a new subscription, not on every resume.
         opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-        client.subscribe([(topic, opts) for topic in native.SUBSCRIPTIONS])
+        client.subscribe([(topic, opts) for topic in self.subscriptions])
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         log.info("mqtt disconnected", extra={"reason": str(reason_code)})
+
+    def parse(self, topic: str, payload: bytes, retained: bool, dup: bool, received_at: float) -> list[CanonicalEvent | Rejection]:
+        """A message -> what goes to Kafka: canonical events and rejections (maybe none)."""
+        if topic.startswith("huxue/"):
+            return [native.parse_message(topic, payload, retained=retained, received_at=received_at, registry=self.registry, max_payload_bytes=self.cfg.bridge.max_payload_bytes)]
+        if len(payload) > self.cfg.bridge.max_payload_bytes:
+            return [Rejection("payload_too_large", f"payload is {len(payload)} bytes, limit {self.cfg.bridge.max_payload_bytes}")]
+        for adapter in self.adapters:
+            if adapter.handles(topic):
+                return adapter.parse(topic, payload, retained=retained, received_at=received_at, dup=dup)
+        return [Rejection("bad_topic", f"no parser for topic {topic!r}")]
 
     def _on_message(self, client, userdata, msg) -> None:
         received_at = time.time()
         slot = self.acker.register(msg.mid, msg.qos)
         self.received += 1
         try:
-            result = native.parse_message(
-                msg.topic,
-                msg.payload,
-                retained=bool(msg.retain),
-                received_at=received_at,
-                registry=self.registry,
-                max_payload_bytes=self.cfg.bridge.max_payload_bytes,
-            )
+            results = self.parse(msg.topic, msg.payload, bool(msg.retain), bool(msg.dup), received_at)
         except Exception as exc:  # input must never crash the bridge
             log.exception("parser failed", extra={"topic": msg.topic})
-            result = Rejection("internal_error", f"{type(exc).__name__}: {exc}")
+            results = [Rejection("internal_error", f"{type(exc).__name__}: {exc}")]
         headers = [
             ("mqtt.topic", msg.topic.encode()),
             ("mqtt.qos", str(msg.qos).encode()),
             ("mqtt.dup", b"1" if msg.dup else b"0"),
             ("mqtt.retain", b"1" if msg.retain else b"0"),
         ]
-        if isinstance(result, CanonicalEvent):
-            self._send(slot, self.topics.events, result.school_id, dumps(result.to_dict()), headers)
-        else:
-            self.rejected[result.reason_code] = self.rejected.get(result.reason_code, 0) + 1
-            log.debug("rejected", extra={"reason_code": result.reason_code, "device": result.device_id or "-", "topic": msg.topic})
-            entry = dlq_entry(result, msg.topic, msg.payload, received_at)
-            self._send(slot, self.topics.events_dlq, result.device_id, dumps(entry), headers)
+        self.acker.expect(slot, len(results))
+        for result in results:
+            if isinstance(result, CanonicalEvent):
+                self._send(slot, self.topics.events, result.school_id, dumps(result.to_dict()), headers)
+            else:
+                self.rejected[result.reason_code] = self.rejected.get(result.reason_code, 0) + 1
+                log.debug("rejected", extra={"reason_code": result.reason_code, "device": result.device_id or "-", "topic": msg.topic})
+                entry = dlq_entry(result, msg.topic, msg.payload, received_at)
+                self._send(slot, self.topics.events_dlq, result.device_id, dumps(entry), headers)
         if self.acker.depth() > self.cfg.bridge.max_inflight_hard:
             self._flag(f"more than {self.cfg.bridge.max_inflight_hard} messages in flight")
 

@@ -135,7 +135,7 @@ ONE_SCHOOL = "schools: [{id: s1, timezone: UTC}]\n"
         (
             ONE_SCHOOL
             + "devices: [{id: d1, school: s1, kind: fence, external: {frigate: cam}}, {id: d2, school: s1, kind: fence, external: {frigate: cam}}]\n",
-            "mapped to two devices",
+            "mapped to two fence devices",
         ),
         ("schools: [{id: s1\n", "not valid YAML"),
     ],

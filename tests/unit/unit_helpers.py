@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
+
+import orjson
 
 from pipeline.config import EscalationConfig
 from pipeline.records import Alert, CanonicalEvent, Command, iso_utc, parse_ts
-from pipeline.registry import Device, Registry, School
+from pipeline.registry import WEEKDAYS, Device, Post, Registry, School, Window
 from pipeline.rules import engine
 from pipeline.rules.settings import RulesConfig
 from pipeline.rules.state import Context, SchoolState
@@ -95,8 +99,8 @@ def only_panic() -> RulesConfig:
 BUTTONS = ("zx01-btn-1", "zx01-btn-3", "zx01-sos-2")
 
 
-def make_ctx(esc: EscalationConfig = ESC, max_skew: float = 600, rules: RulesConfig | None = None) -> Context:
-    return Context(escalation=esc, registry=build_registry(), max_clock_skew_seconds=max_skew, rules=rules or only_panic())
+def make_ctx(esc: EscalationConfig = ESC, max_skew: float = 600, rules: RulesConfig | None = None, registry: Registry | None = None) -> Context:
+    return Context(escalation=esc, registry=registry or build_registry(), max_clock_skew_seconds=max_skew, rules=rules or only_panic())
 
 
 def enable(*names: str, **tuned: dict) -> RulesConfig:
@@ -113,9 +117,10 @@ def enable(*names: str, **tuned: dict) -> RulesConfig:
     return dataclasses.replace(rules, **changes)
 
 
-def rules_ctx(*names: str, **tuned: dict) -> Context:
-    """A Context whose rules are only_panic() plus `enable(*names, **tuned)`."""
-    return make_ctx(rules=enable(*names, **tuned))
+def rules_ctx(*names: str, registry: Registry | None = None, **tuned: dict) -> Context:
+    """A Context whose rules are only_panic() plus `enable(*names, **tuned)` (and, if
+    given, another registry, e.g. `registry_with(school(...))`)."""
+    return make_ctx(rules=enable(*names, **tuned), registry=registry)
 
 
 _REGISTRY = build_registry()
@@ -306,3 +311,120 @@ class Driver:
 
     def of_rule(self, rule: str) -> list[Alert]:
         return [a for a in self.alerts if a.rule == rule]
+
+
+# --- calendars relative to T0, for the rules that look at school hours and windows -------------
+
+
+def clock(offset: float, tz: str = "Asia/Shanghai", base: float = T0) -> time:
+    """The wall-clock time, in `tz`, of the instant `base + offset` (microseconds kept, so
+    a window built from it starts exactly at that instant)."""
+    return datetime.fromtimestamp(base + offset, tz=ZoneInfo(tz)).time()
+
+
+def window(start: float, end: float, tz: str = "Asia/Shanghai", base: float = T0) -> Window:
+    """A daily window from `base + start` to `base + end` (wall clock in `tz`)."""
+    return Window(clock(start, tz, base), clock(end, tz, base))
+
+
+def local_epoch(text: str, tz: str) -> float:
+    """Epoch seconds of a wall-clock time `YYYY-MM-DDTHH:MM[:SS]` in `tz`."""
+    return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(tz)).timestamp()
+
+
+def school(
+    school_id: str = SCHOOL,
+    *,
+    tz: str = "Asia/Shanghai",
+    name: str | None = None,
+    days: tuple[str, ...] = WEEKDAYS,
+    open_: time = time(7, 30),
+    close: time = time(17, 30),
+    windows: tuple[Window, ...] = (),
+    posts: dict[str, int] | None = None,
+    closed_dates: tuple[str, ...] = (),
+) -> School:
+    """A school for a test registry: every day a school day unless `days` says otherwise;
+    `posts` maps post id -> required officers."""
+    default_name = SCHOOL_NAME if school_id == SCHOOL else school_id
+    return School(
+        id=school_id,
+        name=name or default_name,
+        timezone=tz,
+        days=tuple(days),
+        open=open_,
+        close=close,
+        windows=tuple(windows),
+        posts=tuple(Post(pid, n) for pid, n in (posts or {}).items()),
+        closed_dates=frozenset(date.fromisoformat(d) for d in closed_dates),
+    )
+
+
+def registry_with(*schools: School) -> Registry:
+    """build_registry() with these schools added or replacing those of the same id."""
+    base = build_registry()
+    return dataclasses.replace(base, schools={**base.schools, **{s.id: s for s in schools}})
+
+
+# --- events of the watchlist, vehicle, video and guard rules -------------------------------------
+
+_OMIT = object()
+
+
+def face(
+    person_ref: str | None = "p-1",
+    category: object = "wanted",
+    similarity: object = 0.91,
+    event_id: str = "fm-1",
+    device_id: str = "zx01-face-1",
+    **kw,
+) -> CanonicalEvent:
+    """A `face.match`; pass `_OMIT` (or None for person_ref) to leave an attribute out."""
+    attrs: dict = {}
+    if category is not _OMIT:
+        attrs["watchlist"] = category
+    if person_ref is not None:
+        attrs["person_ref"] = person_ref
+    if similarity is not _OMIT:
+        attrs["similarity"] = similarity
+    kw.setdefault("attrs", attrs)
+    return event("face.match", device_id, event_id, **kw)
+
+
+OMIT = _OMIT
+
+
+def plate(number: str = "京A12345", event_id: str = "pl-1", device_id: str = "zx01-lpr-1", **kw) -> CanonicalEvent:
+    kw.setdefault("attrs", {"plate": number, "direction": "in"})
+    return event("plate.read", device_id, event_id, **kw)
+
+
+def crowd(count: object = 30, event_id: str = "cr-1", device_id: str = "zx01-cam-7", **kw) -> CanonicalEvent:
+    kw.setdefault("attrs", {"count": count})
+    return event("video.crowd", device_id, event_id, **kw)
+
+
+def checkin(post_id: str, officer_id: str, event_id: str, device_id: str = "zx01-guard-1", **kw) -> CanonicalEvent:
+    kw.setdefault("attrs", {"post_id": post_id, "officer_id": officer_id})
+    return event("guard.checkin", device_id, event_id, **kw)
+
+
+def checkout(post_id: str, officer_id: str, event_id: str, device_id: str = "zx01-guard-1", **kw) -> CanonicalEvent:
+    kw.setdefault("attrs", {"post_id": post_id, "officer_id": officer_id})
+    return event("guard.checkout", device_id, event_id, **kw)
+
+
+def round_trip(state: SchoolState) -> SchoolState:
+    """What a restarted worker reads back: the two stored values, through JSON."""
+    core = orjson.loads(orjson.dumps(state.core_dict()))
+    memory = orjson.loads(orjson.dumps(state.memory_dict()))
+    return SchoolState.from_dicts(core, memory)
+
+
+class RestartingDriver(Driver):
+    """A Driver that stores and reloads the school state after every input."""
+
+    def _take(self, outcome: engine.Outcome) -> list[Alert]:
+        alerts = super()._take(outcome)
+        self.state = round_trip(self.state)
+        return alerts
