@@ -64,7 +64,9 @@ def main() -> None:
                 zone = zones[(n - 1) % len(zones)]
                 extra = ""
                 if sid == "zx-01" and kind == "video_analytics" and n == 1:
-                    extra = ", external: {frigate: gate_cam}"
+                    extra = ", external: {frigate: gate_cam}, zone_map: {gate_inner: gate-north, fence_line: perimeter-north}, loiter_zones: [bench]"
+                if sid == "zx-01" and kind in ("face_camera", "plate_camera") and n == 1:
+                    extra = ", external: {frigate: gate_cam}"  # the same Frigate camera
                 if sid == "zx-01" and kind == "panic_button" and n == 2:
                     extra = ", external: {zigbee2mqtt: office_sos}"
                 out.append(f"  - {{id: {short}-{part}-{n}, school: {sid}, kind: {kind}, zone: {zone}{extra}}}")
