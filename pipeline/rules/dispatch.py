@@ -30,9 +30,19 @@ def raise_incident(state: SchoolState, r: Raise, now: float, ctx: Context, descr
     return lifecycle.create(state, r, now, ctx, held=held, describe_fn=describe_fn)
 
 
+RANK = {"Minor": 0, "Moderate": 1, "Severe": 2, "Extreme": 3}
+
+
 def raise_or_join(state: SchoolState, r: Raise, now: float, ctx: Context) -> tuple[SchoolState, list[Alert]]:
-    """Join the open incident of the same rule, key and status, or raise a new one."""
+    """Join the open incident of the same rule, key and status, or raise a new one.
+
+    Evidence that would have raised a more severe incident raises the open one to that
+    severity (e.g. an after-hours breach joining an in-hours incident).
+    """
     current = state.find_open(r.rule, r.key, r.status)
-    if current is not None:
-        return lifecycle.add_evidence(state, current, [r.evidence[0]], now)
-    return raise_incident(state, r, now, ctx)
+    if current is None:
+        return raise_incident(state, r, now, ctx)
+    upgrade = {}
+    if RANK[r.severity] > RANK[current.severity]:
+        upgrade = {"severity": r.severity, "urgency": r.urgency, "notify": r.notify, "title": r.title}
+    return lifecycle.add_evidence(state, current, [r.evidence[0]], now, **upgrade)

@@ -6,8 +6,10 @@ calendar), every post of the registry with fewer than `required_officers` checke
 raises a Moderate incident; a check-out later in the window that leaves a post short
 raises too. The incident closes (Cancel) when staffing is restored (`restored`) or the
 window ends (`window_ended`); rosters start empty for each window. Timer-driven: the
-check fires with no other traffic and survives restarts.
-Memory: {"roster": {post: {officer: time}}, "window": [start, end], "checked": start, "due": t}.
+check fires with no other traffic and survives restarts. Each officer's latest report by
+time wins (a late or redelivered check-in cannot undo a later check-out); drill reports
+(`exercise`) do not touch the real roster.
+Memory: {"roster": {post: {officer: [on duty?, time]}}, "window": [start, end], "checked": start, "due": t}.
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ def _posts(ctx: Context, school_id: str) -> tuple[Post, ...]:
     return school.posts if school else ()
 
 
+def _on_duty(mem: dict, post_id: str) -> int:
+    return sum(1 for on, _ in mem["roster"].get(post_id, {}).values() if on)
+
+
 def _short(state: SchoolState, post: Post, mem: dict, now: float, ctx: Context, trigger: dict) -> tuple[SchoolState, list[Alert]]:
-    on_duty = len(mem["roster"].get(post.id, {}))
+    on_duty = _on_duty(mem, post.id)
     if on_duty >= post.required_officers or state.find_open(RULE, post.id, "Actual"):
         return state, []
     cfg = ctx.rule(SETTINGS, state.school_id)
@@ -95,7 +101,7 @@ def on_time(state: SchoolState, now: float, ctx: Context) -> tuple[SchoolState, 
 
 
 def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> tuple[SchoolState, list[Alert], bool]:
-    if event.type not in ("guard.checkin", "guard.checkout"):
+    if event.type not in ("guard.checkin", "guard.checkout") or event.exercise:
         return state, [], False
     post_id, officer = str(event.attrs.get("post_id", "")), str(event.attrs.get("officer_id", ""))
     post = next((p for p in _posts(ctx, state.school_id) if p.id == post_id), None)
@@ -104,12 +110,12 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
     state, alerts, _ = on_time(state, now, ctx)  # roll the window first if it turned
     mem = _memory(state)
     roster = dict(mem["roster"].get(post_id, {}))
-    if event.type == "guard.checkin":
-        roster[officer] = now
-    else:
-        roster.pop(officer, None)
+    at = event.credible_ts(ctx.max_clock_skew_seconds)
+    if officer in roster and roster[officer][1] >= at:
+        return state, alerts, False  # older than what we know of this officer (late or redelivered)
+    roster[officer] = [event.type == "guard.checkin", at]
     mem = {**mem, "roster": {**mem["roster"], post_id: roster}}
-    if len(roster) >= post.required_officers:
+    if _on_duty(mem, post_id) >= post.required_officers:
         state, out = _close_all(state, "restored", now, {post_id})
         alerts += out
     elif mem["window"] and mem["checked"] == mem["window"][0]:

@@ -1,9 +1,13 @@
 """Rule `vehicle_loitering`: the same plate read again and again around one school.
 
-`min_reads` reads of one plate (normalised) within `window_seconds` -> Moderate
-incident, Severe when the last read falls in a drop-off / pick-up window (the school's
-own calendar). Later reads join it; it closes itself after `quiet_close_seconds`.
-Memory: {"plates": {plate: [[time, event key], ...]}} (only reads inside the window).
+`min_reads` reads of one plate (normalised) within `window_seconds` of each other ->
+Moderate incident, Severe when the last read falls in a drop-off / pick-up window (the
+school's own calendar); a later read in a window raises a Moderate one to Severe. Later
+reads join it; it closes itself after `quiet_close_seconds`. Reads are placed by when
+they happened, so a read that arrives late still counts where it belongs; drills count
+apart from real reads. Memory: {"plates": {"<status>/<plate>": [[time, event key], ...]}}
+(reads within the window plus the credible clock skew of the newest one, so a late read
+can still complete a burst; at most MAX_READS per plate).
 """
 
 from __future__ import annotations
@@ -15,6 +19,17 @@ from pipeline.rules.settings import normalise_plate
 from pipeline.rules.state import Context, SchoolState
 
 SETTINGS = RULE = "vehicle_loitering"
+MAX_READS = 50
+
+
+def _burst(reads: list[list], need: int, window: float, key: str) -> list[list] | None:
+    """`need` consecutive reads (by time) that include read `key` and span at most `window`."""
+    i = next(n for n, (_, k) in enumerate(reads) if k == key)
+    for start in range(max(0, i - need + 1), min(i, len(reads) - need) + 1):
+        run = reads[start : start + need]
+        if run[-1][0] - run[0][0] <= window:
+            return run
+    return None
 
 
 def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> tuple[SchoolState, list[Alert], bool]:
@@ -24,19 +39,22 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
     if not plate:
         return state, [], False
     cfg = ctx.rule(SETTINGS, state.school_id)
+    status = "Exercise" if event.exercise else "Actual"
     at = event.credible_ts(ctx.max_clock_skew_seconds)
-    plates = {
-        p: kept
-        for p, reads in (state.memory.get(SETTINGS) or {}).get("plates", {}).items()
-        if (kept := [r for r in reads if at - r[0] <= cfg.window_seconds])
-    }
-    reads = plates.get(plate, [])
-    if any(key == event.key for _, key in reads):  # a redelivered copy
+    key = f"{status}/{plate}"
+    stored = (state.memory.get(SETTINGS) or {}).get("plates", {})
+    reads = stored.get(key, [])
+    if any(k == event.key for _, k in reads):  # a redelivered copy
         return state, [], False
-    reads = (reads + [[at, event.key]])[-cfg.min_reads:]
-    plates[plate] = reads
+    reads = sorted(reads + [[at, event.key]])
+    newest = reads[-1][0]
+    keep = cfg.window_seconds + ctx.max_clock_skew_seconds
+    reads = [r for r in reads if newest - r[0] <= keep][-MAX_READS:]
+    plates = {k: v for k, v in stored.items() if k != key and v and at - v[-1][0] <= keep}
+    plates[key] = reads
     state = state.remember(SETTINGS, {"plates": plates})
-    if len(reads) < cfg.min_reads:
+    burst = _burst(reads, cfg.min_reads, cfg.window_seconds, event.key) if any(k == event.key for _, k in reads) else None
+    if burst is None:
         return state, [], False
     school = ctx.school(state.school_id)
     in_window = bool(school and calendar.window_at(school, at))
@@ -45,11 +63,11 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
         rule=RULE,
         key=plate,
         severity=severity,
-        title=f"Vehicle {plate} loitering at {ctx.school_name(state.school_id)}: {len(reads)} reads in {cfg.window_seconds / 60:g} min"
+        title=f"Vehicle {plate} loitering at {ctx.school_name(state.school_id)}: {len(burst)} reads in {cfg.window_seconds / 60:g} min"
         + (" during drop-off/pick-up" if in_window else ""),
-        # the earlier reads as far as memory keeps them, then this one in full
-        evidence=(evidence_of(event),) + tuple(_earlier(plate, t, key) for t, key in reads[:-1]),
-        status="Exercise" if event.exercise else "Actual",
+        # this read in full, then the other reads of the burst as far as memory keeps them
+        evidence=(evidence_of(event),) + tuple(_earlier(plate, t, k) for t, k in burst if k != event.key),
+        status=status,
         zone=event.zone,
         quiet_close_seconds=cfg.quiet_close_seconds,
     )

@@ -368,30 +368,27 @@ def registry_with(*schools: School) -> Registry:
 
 # --- events of the watchlist, vehicle, video and guard rules -------------------------------------
 
-_OMIT = object()
+OMIT = object()  # face(similarity=OMIT): the attribute is left out
 
 
 def face(
     person_ref: str | None = "p-1",
-    category: object = "wanted",
+    category: object = "wanted",  # any value, to test what the rule makes of it
     similarity: object = 0.91,
     event_id: str = "fm-1",
     device_id: str = "zx01-face-1",
     **kw,
 ) -> CanonicalEvent:
-    """A `face.match`; pass `_OMIT` (or None for person_ref) to leave an attribute out."""
+    """A `face.match`; pass OMIT (or None for person_ref) to leave an attribute out."""
     attrs: dict = {}
-    if category is not _OMIT:
+    if category is not OMIT:
         attrs["watchlist"] = category
     if person_ref is not None:
         attrs["person_ref"] = person_ref
-    if similarity is not _OMIT:
+    if similarity is not OMIT:
         attrs["similarity"] = similarity
     kw.setdefault("attrs", attrs)
     return event("face.match", device_id, event_id, **kw)
-
-
-OMIT = _OMIT
 
 
 def plate(number: str = "京A12345", event_id: str = "pl-1", device_id: str = "zx01-lpr-1", **kw) -> CanonicalEvent:
