@@ -111,7 +111,7 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
     mem = _memory(state)
     roster = dict(mem["roster"].get(post_id, {}))
     at = event.credible_ts(ctx.max_clock_skew_seconds)
-    if officer in roster and roster[officer][1] >= at:
+    if officer in roster and roster[officer][1] > at:
         return state, alerts, False  # older than what we know of this officer (late or redelivered)
     roster[officer] = [event.type == "guard.checkin", at]
     mem = {**mem, "roster": {**mem["roster"], post_id: roster}}
