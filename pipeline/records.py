@@ -77,9 +77,13 @@ def parse_ts(value: Any) -> float:
     Raises ValueError with a reason for anything else (naive times, floats, bools,
     times before 1970 or past year 9998).
     """
-    epoch = _parse_ts(value)
+    return in_range(_parse_ts(value), value)
+
+
+def in_range(epoch: float, shown: Any = None) -> float:
+    """`epoch` if huxue can represent it (1970 up to the end of 9998), else ValueError."""
     if not 0 <= epoch < _MAX_EPOCH:
-        raise ValueError(f"ts {value!r} is out of range")
+        raise ValueError(f"time {epoch if shown is None else shown!r} is out of range")
     return epoch
 
 

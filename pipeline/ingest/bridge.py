@@ -14,9 +14,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 
 from kafka.errors import KafkaError
 from paho.mqtt.packettypes import PacketTypes
@@ -36,6 +38,7 @@ log = logging.getLogger("huxue.bridge")
 
 STALL_WARN_SECONDS = 5.0
 SUMMARY_EVERY_SECONDS = 60.0
+REPLAY_MEMORY = 5000  # adapter results kept for MQTT redeliveries (DUP)
 
 
 class Bridge:
@@ -53,6 +56,9 @@ class Bridge:
             a for a, on in ((Frigate(cfg.adapters.frigate, registry), cfg.adapters.frigate.enabled), (Zigbee2Mqtt(cfg.adapters.zigbee2mqtt, registry), cfg.adapters.zigbee2mqtt.enabled)) if on
         ]
         self.subscriptions = list(native.SUBSCRIPTIONS) + [t for a in self.adapters for t in a.subscriptions()]
+        # Adapters remember what they emitted (one event per Frigate object and zone, rising
+        # edges), so a redelivered copy would yield nothing: it gets the first result again.
+        self._results: OrderedDict[bytes, list[CanonicalEvent | Rejection]] = OrderedDict()
         self.producer = None
         self._trouble = threading.Event()
         self._trouble_reason = ""
@@ -182,10 +188,18 @@ class Bridge:
             return [native.parse_message(topic, payload, retained=retained, received_at=received_at, registry=self.registry, max_payload_bytes=self.cfg.bridge.max_payload_bytes)]
         if len(payload) > self.cfg.bridge.max_payload_bytes:
             return [Rejection("payload_too_large", f"payload is {len(payload)} bytes, limit {self.cfg.bridge.max_payload_bytes}")]
-        for adapter in self.adapters:
-            if adapter.handles(topic):
-                return adapter.parse(topic, payload, retained=retained, received_at=received_at, dup=dup)
-        return [Rejection("bad_topic", f"no parser for topic {topic!r}")]
+        adapter = next((a for a in self.adapters if a.handles(topic)), None)
+        if adapter is None:
+            return [Rejection("bad_topic", f"no parser for topic {topic!r}")]
+        digest = hashlib.sha1(topic.encode() + b"\0" + payload).digest()
+        if dup and digest in self._results:
+            return self._results[digest]
+        results = adapter.parse(topic, payload, retained=retained, received_at=received_at)
+        self._results[digest] = results
+        self._results.move_to_end(digest)
+        if len(self._results) > REPLAY_MEMORY:
+            self._results.popitem(last=False)
+        return results
 
     def _on_message(self, client, userdata, msg) -> None:
         received_at = time.time()

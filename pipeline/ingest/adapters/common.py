@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pipeline.records import CanonicalEvent, Rejection, iso_utc, parse_ts
+from pipeline.records import CanonicalEvent, Rejection, in_range, iso_utc, parse_ts
 from pipeline.registry import Device, Registry
 
 UP = {"online", "true", "on", "1"}
@@ -25,8 +25,7 @@ def any_ts(value: Any, tz: str) -> tuple[float, bool]:
         raise ValueError(f"not a time: {value!r}")
     if isinstance(value, (int, float)):
         seconds = value / 1000.0 if value > 1e11 else float(value)
-        parse_ts(int(seconds * 1000))  # range check
-        return seconds, False
+        return in_range(seconds, value), False
     text = str(value).strip()
     try:
         return parse_ts(text), False
@@ -38,7 +37,10 @@ def any_ts(value: Any, tz: str) -> tuple[float, bool]:
         raise ValueError(f"not a time: {text[:40]!r}") from None
     if naive.tzinfo is not None:
         raise ValueError(f"not a time: {text[:40]!r}")
-    return naive.replace(tzinfo=ZoneInfo(tz)).timestamp(), True
+    try:
+        return in_range(naive.replace(tzinfo=ZoneInfo(tz)).timestamp(), text), True
+    except (OverflowError, OSError):
+        raise ValueError(f"time {text[:40]!r} is out of range") from None
 
 
 def availability(payload: bytes) -> str | None:

@@ -46,7 +46,7 @@ class Frigate:
         prefix, _, channel = topic.rpartition("/")
         return prefix in self.cfg.instances and channel in CHANNELS
 
-    def parse(self, topic: str, payload: bytes, *, retained: bool, received_at: float, dup: bool = False) -> list[CanonicalEvent | Rejection]:
+    def parse(self, topic: str, payload: bytes, *, retained: bool, received_at: float) -> list[CanonicalEvent | Rejection]:
         prefix, _, channel = topic.rpartition("/")
         if channel == "available":
             state = availability(payload)
@@ -112,7 +112,8 @@ class Frigate:
         label = obj.get("label")
         if obj.get("false_positive") is True or label not in self.cfg.labels:
             return []
-        zones = [z for z in obj.get("entered_zones") or [] if isinstance(z, str)]
+        entered = obj.get("entered_zones")
+        zones = [z for z in entered if isinstance(z, str)] if isinstance(entered, list) else []
         watched = set(device.zone_map) | set(device.loiter_zones)
         out: list[CanonicalEvent | Rejection] = []
         for zone in zones:
@@ -164,15 +165,16 @@ class Frigate:
         device = self._device(prefix, camera, "plate_camera")
         if device is None:
             return [unknown(ECOSYSTEM, camera)]
+        plate = plate.strip()[:32]
         if not self.seen.add(f"lpr/{prefix}/{object_id}/{plate}"):
             return []
-        attrs = {"plate": plate.strip()[:32], "frigate_id": object_id}
+        attrs = {"plate": plate, "frigate_id": object_id}
         if score is not None:
             attrs["score"] = score
         if isinstance(body.get("name"), str) and body["name"]:
             attrs["known_as"] = body["name"]
         ts = self._time(body.get("timestamp"), device, received_at)
-        return [event(device, f"frigate-lpr-{object_id}-{plate.strip()}", "plate.read", ts, topic, received_at, SOURCE, attrs, self._media(prefix, object_id))]
+        return [event(device, f"frigate-lpr-{object_id}-{plate}", "plate.read", ts, topic, received_at, SOURCE, attrs, self._media(prefix, object_id))]
 
     # --- frigate/stats ----------------------------------------------------------------------
 

@@ -17,15 +17,15 @@ Under each base topic (`adapters.zigbee2mqtt.base_topics`, default `zigbee2mqtt`
 
 Zigbee2MQTT has no event id. huxue derives one: `z2m-<device>-<last_seen>-<what>` when the
 message carries Zigbee2MQTT's `last_seen` (set `advanced.last_seen: ISO_8601` or `epoch`
-— recommended), else `z2m-<device>-<hash of the payload>-<arrival second>-<what>`; a
-redelivered copy (MQTT DUP) of a message seen in the last 10 minutes reuses the first
-copy's id. Either way a redelivery is recognised downstream as the same event.
+— recommended), else `z2m-<device>-<hash of the payload>-<arrival second>-<what>`. The
+bridge replays its first result for a redelivered copy (MQTT DUP) of a recent message,
+so either way a redelivery is the same event downstream. A retained state replayed at
+subscribe is not an event, but it tells the rising-edge memory where the alarms stand.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -37,8 +37,7 @@ from pipeline.registry import Device, Registry
 
 SOURCE = ECOSYSTEM = "zigbee2mqtt"
 ALARM_FIELDS = ("sos", "alarm", "alarm_1", "alarm_2")
-IGNORED_SUFFIXES = ("/set", "/get", "/action")
-DUP_MEMORY_SECONDS = 600
+COMMAND_SEGMENTS = {"set", "get"}  # <name>[/<endpoint>]/(set|get)[/<attribute>]: commands into Zigbee2MQTT
 
 
 class Zigbee2Mqtt:
@@ -46,7 +45,6 @@ class Zigbee2Mqtt:
         self.cfg = cfg
         self.registry = registry
         self.last: dict[tuple[str, str], bool] = {}  # (device, field) -> last boolean seen
-        self.ids: OrderedDict[str, tuple[str, float]] = OrderedDict()  # message digest -> (id base, arrival)
 
     def subscriptions(self) -> list[str]:
         return [f"{base}/#" for base in self.cfg.base_topics]
@@ -57,10 +55,11 @@ class Zigbee2Mqtt:
     def _device(self, base: str, name: str) -> Device | None:
         return self.registry.by_external(ECOSYSTEM, f"{base}/{name}") or self.registry.by_external(ECOSYSTEM, name)
 
-    def parse(self, topic: str, payload: bytes, *, retained: bool, received_at: float, dup: bool = False) -> list[CanonicalEvent | Rejection]:
+    def parse(self, topic: str, payload: bytes, *, retained: bool, received_at: float) -> list[CanonicalEvent | Rejection]:
         base = max((b for b in self.cfg.base_topics if topic.startswith(f"{b}/")), key=len)
         rest = topic[len(base) + 1 :]
-        if rest == "bridge" or rest.startswith("bridge/") or rest.endswith(IGNORED_SUFFIXES) or "/set/" in rest:
+        segments = rest.split("/")
+        if segments[0] == "bridge" or segments[-1] == "action" or COMMAND_SEGMENTS & set(segments[1:]):
             return []
         if rest.endswith("/availability"):
             name = rest[: -len("/availability")]
@@ -75,18 +74,20 @@ class Zigbee2Mqtt:
         device = self._device(base, rest)
         if device is None:
             return [unknown(ECOSYSTEM, rest)]
-        if retained:
-            return [Rejection("retained_replay", f"retained state message on {topic} (replayed at subscribe); not a new event", device.id)]
         try:
             body = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
             return [Rejection("bad_json", f"Zigbee2MQTT state is not JSON: {exc}", device.id)]
         if not isinstance(body, dict):
             return [Rejection("not_an_object", f"Zigbee2MQTT state must be a JSON object, got {type(body).__name__}", device.id)]
-        return self._state(device, topic, payload, body, received_at, dup)
+        if retained:
+            for field in (*ALARM_FIELDS, "tamper"):
+                self._rising(device, field, body.get(field))  # where the alarms stand, no event
+            return [Rejection("retained_replay", f"retained state message on {topic} (replayed at subscribe); not a new event", device.id)]
+        return self._state(device, topic, payload, body, received_at)
 
-    def _state(self, device: Device, topic: str, payload: bytes, body: dict[str, Any], received_at: float, dup: bool) -> list[CanonicalEvent | Rejection]:
-        ts, id_base = received_at, self._id_base(device, topic, payload, body, received_at, dup)
+    def _state(self, device: Device, topic: str, payload: bytes, body: dict[str, Any], received_at: float) -> list[CanonicalEvent | Rejection]:
+        ts, id_base = received_at, self._id_base(device, topic, payload, body, received_at)
         if "last_seen" in body:
             try:
                 ts = any_ts(body["last_seen"], school_tz(self.registry, device))[0]
@@ -116,15 +117,8 @@ class Zigbee2Mqtt:
         self.last[(device.id, field)] = value
         return value and not before
 
-    def _id_base(self, device: Device, topic: str, payload: bytes, body: dict[str, Any], received_at: float, dup: bool) -> str:
+    def _id_base(self, device: Device, topic: str, payload: bytes, body: dict[str, Any], received_at: float) -> str:
         if isinstance(body.get("last_seen"), (str, int, float)) and not isinstance(body.get("last_seen"), bool):
             return f"z2m-{device.id}-{body['last_seen']}"
         digest = hashlib.sha1(topic.encode() + b"\0" + payload).hexdigest()[:12]
-        while self.ids and received_at - next(iter(self.ids.values()))[1] > DUP_MEMORY_SECONDS:
-            self.ids.popitem(last=False)
-        if dup and digest in self.ids:
-            return self.ids[digest][0]  # a redelivered copy: the first copy's id
-        base = f"z2m-{device.id}-{digest}-{int(received_at)}"
-        self.ids[digest] = (base, received_at)
-        self.ids.move_to_end(digest)
-        return base
+        return f"z2m-{device.id}-{digest}-{int(received_at)}"
