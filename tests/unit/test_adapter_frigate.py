@@ -1,6 +1,6 @@
 """pipeline/ingest/adapters/frigate.py through Bridge.parse (no brokers).
 
-Golden tests replay the verbatim fixtures in ../shared/fixtures/devices/ (message in ->
+Golden tests replay the verbatim fixtures in tests/fixtures/devices/ (copied from ../shared with their attribution) (message in ->
 canonical events out); behaviour tests use synthetic Frigate messages (built here, in the
 shape Frigate 0.16/0.17 publishes: `json.dumps` separators, keys before/after/type);
 property tests feed random JSON and random event sequences.
@@ -27,7 +27,7 @@ from pipeline.registry import Registry, load_registry
 
 # --- helpers --------------------------------------------------------------------------
 
-FIXTURES = Path(os.environ.get("HUXUE_DEVICE_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "devices"))
+FIXTURES = Path(os.environ.get("HUXUE_DEVICE_FIXTURES", Path(__file__).resolve().parents[1] / "fixtures" / "devices"))
 
 R = parse_ts("2026-11-29T07:41:03.250+08:00")  # fixed bridge receive time
 R_ISO = "2026-11-28T23:41:03.250Z"

@@ -26,7 +26,7 @@ from pipeline.registry import Registry, load_registry
 
 # --- helpers --------------------------------------------------------------------------
 
-FIXTURES = Path(os.environ.get("HUXUE_DEVICE_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "devices"))
+FIXTURES = Path(os.environ.get("HUXUE_DEVICE_FIXTURES", Path(__file__).resolve().parents[1] / "fixtures" / "devices"))
 
 R = parse_ts("2026-11-29T07:41:03.250+08:00")  # fixed bridge receive time
 R_ISO = "2026-11-28T23:41:03.250Z"
