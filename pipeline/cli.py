@@ -168,6 +168,48 @@ def cmd_school_command(args) -> int:
     return {True: 0, False: 1, None: 0 if args.wait <= 0 else 3}[outcome.accepted]
 
 
+def cmd_console(args) -> int:
+    cfg = load_config(args.config)
+    if args.action == "hash-password":
+        import getpass
+
+        from pipeline.ops.auth import hash_password, token_hash
+
+        if args.token:
+            print(f"token_sha256: {token_hash(args.token)}")
+            return 0
+        password = getpass.getpass("password: ")
+        if password != getpass.getpass("again: "):
+            print("huxue: the passwords differ", file=sys.stderr)
+            return 2
+        print(f"password_hash: \"{hash_password(password)}\"")
+        return 0
+    from pipeline.ops.store import Store
+
+    if args.action == "rebuild":
+        from pipeline.ops.recorder import rebuild
+
+        target = args.into or cfg.store_url
+        store = Store(target)
+        if store.positions():
+            print(f"huxue: {target} is not empty; rebuild into a new store (--into sqlite:///new.sqlite3)", file=sys.stderr)
+            return 2
+        n = rebuild(cfg, store)
+        print(f"rebuilt {target} from the topics: {n} records applied")
+        return 0
+    from pipeline.ops import console
+    from pipeline.registry import load_registry
+
+    console.run(cfg, load_registry(cfg.registry_path))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pipeline.ops import report
+
+    return report.main(load_config(args.config), since=args.since, out=args.out, fmt=args.format)
+
+
 def cmd_demo(args) -> int:
     from pipeline import demo
 
@@ -250,6 +292,18 @@ def parser() -> argparse.ArgumentParser:
         s = sub.choices[verb]
         s.add_argument("--by", required=True, help="who (operator id)")
         s.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the outcome (0: do not wait)")
+
+    s = sub.add_parser("console", help="the duty-room web console and HTTP API (also: hash-password, rebuild)")
+    s.add_argument("action", nargs="?", default="serve", choices=["serve", "hash-password", "rebuild"])
+    s.add_argument("--token", help="hash-password: print the token_sha256 of this API token instead")
+    s.add_argument("--into", help="rebuild: the store URL to build (default: the configured one, if empty)")
+    s.set_defaults(func=cmd_console)
+
+    s = sub.add_parser("report", help="1-3-5 response report from the incident history (HTML with charts, or JSON)")
+    s.add_argument("--since", default="7d", help="period: 7d, 24h, 30m, or an RFC 3339 time")
+    s.add_argument("--out", help="file to write (default: stdout for JSON, report.html for HTML)")
+    s.add_argument("--format", choices=["html", "json"], default="html")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("demo", help="the whole stack and a scripted panic, for a first look")
     s.add_argument("--exit-when-done", action="store_true", help="stop after the scenario instead of waiting for Ctrl-C")

@@ -83,6 +83,19 @@ class BridgeConfig:
     # Device clocks are not trusted beyond this: an event claiming to be older than this
     # (or from the future) is re-timed to its arrival for deadline purposes.
     max_clock_skew_seconds: float = 600
+    metrics_port: int = 9401  # Prometheus /metrics; 0: off
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    bind: str = "127.0.0.1"
+    port: int = 8080
+    # history store: sqlite:///path (default: $HUXUE_HOME/history.sqlite3) or postgresql://...
+    store: str = ""
+    session_secret: str = ""  # default: random at each start (sessions end with a restart)
+    session_hours: float = 12
+    # [{username, role: guard|duty_officer|admin, school (guards), password_hash, token_sha256}]
+    accounts: tuple[dict[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,7 @@ class WorkerConfig:
     # back at once instead of waiting for the session timeout. Unique per worker.
     instance_id: str = ""  # default: <app_id>-<hostname>
     session_timeout_seconds: float = 10
+    metrics_port: int = 9402  # Prometheus /metrics; 0: off
 
 
 @dataclass(frozen=True)
@@ -145,6 +159,7 @@ class Config:
     stack: StackConfig = field(default_factory=StackConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
     adapters: AdaptersConfig = field(default_factory=AdaptersConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     # Directory the configuration file lives in; relative paths resolve against it.
     base_dir: str = "."
 
@@ -167,6 +182,10 @@ class Config:
     @property
     def worker_datadir(self) -> Path:
         return Path(self.worker.datadir) if self.worker.datadir else self.home / "worker" / self.worker.app_id
+
+    @property
+    def store_url(self) -> str:
+        return self.console.store or f"sqlite:///{self.home / 'history.sqlite3'}"
 
     @property
     def topics(self) -> "Topics":
@@ -265,6 +284,10 @@ def _coerce(value: Any, declared: str, where: str) -> Any:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
         raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+    if declared == "tuple[dict[str, str], ...]":
+        if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            return tuple({str(k): str(v) for k, v in item.items()} for item in value)
+        raise ConfigError(f"{where}: expected a list of mappings, got {value!r}")
     if declared == "dict[str, str]":
         if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
             return {str(k): v for k, v in value.items()}
@@ -323,6 +346,17 @@ def _validate(cfg: Config, where: Path) -> None:
     if not 0 < cfg.worker.tick_seconds <= 5:
         raise ConfigError(f"{where}: worker.tick_seconds must be in (0, 5]")
     _validate_severities(cfg.rules, f"{where}: rules")
+    for i, account in enumerate(cfg.console.accounts):
+        at = f"{where}: console.accounts[{i}]"
+        unknown = set(account) - {"username", "role", "school", "password_hash", "token_sha256"}
+        if unknown or not account.get("username"):
+            raise ConfigError(f"{at}: needs username (and role, password_hash and/or token_sha256); unknown keys {sorted(unknown)}")
+        if account.get("role") not in ("guard", "duty_officer", "admin"):
+            raise ConfigError(f"{at}: role must be guard, duty_officer or admin, got {account.get('role')!r}")
+        if account["role"] == "guard" and not account.get("school"):
+            raise ConfigError(f"{at}: a guard account needs its school")
+        if not account.get("password_hash") and not account.get("token_sha256"):
+            raise ConfigError(f"{at}: needs password_hash (huxue console hash-password) or token_sha256")
 
 
 def _validate_severities(node: Any, where: str) -> None:

@@ -287,6 +287,7 @@ class Alert:
     deadlines: dict[str, str] = field(default_factory=dict)
     sender: str = "huxue"
     category: str = "Security"
+    onset: str = ""  # CAP onset: when the incident began (the press), the 1-3-5 clock's zero
     zone: str = ""
     # Who moved the incident (command stages) and which command did it.
     by: str = ""

@@ -188,8 +188,8 @@ class Pipeline:
             "rules": rules if rules is not None else QUIET_RULES,
             "kafka": {**stack_cfg["kafka"], "topic_prefix": f"t-{tag}.", "partitions": partitions},
             "escalation": dict(zip(("ack_seconds", "arrive_target_seconds", "arrive_limit_seconds"), escalation)),
-            "bridge": {"client_id": f"bridge-{tag}"},
-            "worker": {"app_id": f"worker-{tag}", "instance_id": f"worker-{tag}-0", "tick_seconds": 0.25},
+            "bridge": {"client_id": f"bridge-{tag}", "metrics_port": free_port()},
+            "worker": {"app_id": f"worker-{tag}", "instance_id": f"worker-{tag}-0", "tick_seconds": 0.25, "metrics_port": free_port()},
             **(config or {}),
         }
         self.cfg_path = workdir / f"huxue-{tag}.yaml"

@@ -25,7 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from pipeline import kafka_client, mqtt_client
+from pipeline import kafka_client, metrics, mqtt_client
 from pipeline.config import Config
 from pipeline.ingest import native
 from pipeline.ingest.acker import InOrderAcker, Slot
@@ -71,6 +71,7 @@ class Bridge:
     # --- lifecycle (main thread) ---------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        metrics.serve(self.cfg.bridge.metrics_port)
         self.producer = self._connect_kafka(stop)
         if self.producer is None:
             return
@@ -82,6 +83,7 @@ class Bridge:
                 self._recover(stop)
                 continue
             age = self.acker.oldest_age()
+            metrics.BRIDGE_INFLIGHT.set(self.acker.depth())
             if age > STALL_WARN_SECONDS and not stalled:
                 stalled = True
                 log.warning("kafka has not confirmed records", extra={"waiting_s": round(age, 1), "holding": self.acker.depth()})
@@ -205,6 +207,7 @@ class Bridge:
         received_at = time.time()
         slot = self.acker.register(msg.mid, msg.qos)
         self.received += 1
+        metrics.BRIDGE_MESSAGES.inc()
         try:
             results = self.parse(msg.topic, msg.payload, bool(msg.retain), bool(msg.dup), received_at)
         except Exception as exc:  # input must never crash the bridge
@@ -222,6 +225,7 @@ class Bridge:
                 self._send(slot, self.topics.events, result.school_id, dumps(result.to_dict()), headers)
             else:
                 self.rejected[result.reason_code] = self.rejected.get(result.reason_code, 0) + 1
+                metrics.BRIDGE_DLQ.labels(result.reason_code).inc()
                 log.debug("rejected", extra={"reason_code": result.reason_code, "device": result.device_id or "-", "topic": msg.topic})
                 entry = dlq_entry(result, msg.topic, msg.payload, received_at)
                 self._send(slot, self.topics.events_dlq, result.device_id, dumps(entry), headers)
@@ -234,17 +238,20 @@ class Bridge:
         except Exception as exc:  # KafkaTimeoutError, buffer or serialisation errors: do not ack
             self._failed(slot, exc)
             return
-        future.add_callback(self._confirmed, slot)
+        future.add_callback(self._confirmed, slot, topic)
         future.add_errback(self._failed, slot)
 
     # --- kafka-python sender thread ------------------------------------------------
 
-    def _confirmed(self, slot: Slot, metadata) -> None:
+    def _confirmed(self, slot: Slot, topic: str, metadata) -> None:
         self.confirmed += 1
+        metrics.BRIDGE_RECORDS.labels(topic).inc()
+        metrics.BRIDGE_PRODUCE.observe(time.monotonic() - slot.arrived)
         self.acker.done(slot)
 
     def _failed(self, slot: Slot, exc: BaseException) -> None:
         self.failed += 1
+        metrics.BRIDGE_FAILURES.inc()
         if not self._trouble.is_set():
             log.error("kafka did not take a record; it will be redelivered", extra={"error": f"{type(exc).__name__}: {exc}"})
         self._flag(f"kafka error {type(exc).__name__}")

@@ -122,6 +122,7 @@ class Incident:
             evidence=list(self.evidence),
             deadlines=deadlines or {},
             zone=self.zone,
+            onset=iso_utc(self.opened_at),
             by=by,
             command_id=command_id,
             note=note,

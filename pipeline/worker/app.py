@@ -25,9 +25,9 @@ import logging
 import faust
 from kafka.partitioner.default import murmur2
 
-from pipeline import kafka_client
+from pipeline import kafka_client, metrics
 from pipeline.config import Config
-from pipeline.records import CanonicalEvent, Command, dumps, iso_utc, loads
+from pipeline.records import CanonicalEvent, Command, dumps, iso_utc, loads, parse_ts
 from pipeline.registry import Registry
 from pipeline.rules import engine
 from pipeline.rules.incident import school_of
@@ -100,6 +100,9 @@ def create_app(cfg: Config, registry: Registry) -> faust.App:
         for alert in outcome.alerts:
             await deliver(alerts, school_id, dumps(alert.to_dict()))
             log.info("alert", extra={"incident": alert.incident_id, "rule": alert.rule, "stage": alert.stage, "status": alert.status})
+            metrics.WORKER_ALERTS.labels(alert.rule, metrics.stage_label(alert.stage)).inc()
+            if alert.due:
+                metrics.WORKER_LATENESS.observe(max(0.0, parse_ts(alert.sent) - parse_ts(alert.due)))
         for notice in outcome.notices:
             await deliver(silences, school_id, dumps(notice.to_dict()))
             log.info("silence", extra={"silence": notice.silence_id, "state": notice.state, "by": notice.ended_by or notice.by})
@@ -107,6 +110,7 @@ def create_app(cfg: Config, registry: Registry) -> faust.App:
             entry = {"reason_code": why.reason_code, "reason": why.reason, "command": cmd.to_dict(), "received_at": iso_utc(now)}
             await deliver(commands_dlq, school_id, dumps(entry))
             log.info("command rejected", extra={"command": cmd.command, "target": cmd.incident_id or cmd.school_id, "reason_code": why.reason_code})
+            metrics.WORKER_REJECTED.labels(why.reason_code).inc()
         after = outcome.state
         # Write only the value that changed (states are immutable: identity tells).
         if any(getattr(after, f) is not getattr(before, f) for f in ("incidents", "closed", "applied", "next_seq", "partition")):
@@ -153,12 +157,17 @@ def create_app(cfg: Config, registry: Registry) -> faust.App:
             state = load(school_id, partition)
             await apply(school_id, state, engine.on_tick(state, now, ctx), now)
 
+    processed: dict = {}  # TopicPartition -> next offset, for the lag metric
+    kind_of = {topics.events: "event", topics.commands: "command", topics.ticks: "tick"}
+
     @app.agent(inputs, name="process")
     async def process(stream):
         async for event in stream.events():
             msg = event.message
             key = msg.key.decode("utf-8", "replace") if msg.key else ""
             now = msg.timestamp
+            processed[msg.tp] = msg.offset + 1
+            metrics.WORKER_INPUTS.labels(kind_of.get(msg.topic, "other")).inc()
             try:
                 if msg.topic == topics.ticks:
                     await on_tick(msg.partition, now)
@@ -182,6 +191,27 @@ def create_app(cfg: Config, registry: Registry) -> faust.App:
         except Exception:  # noqa: BLE001 - a raising timer would crash the worker
             log.exception("tick emission failed")
 
+    @app.timer(5.0)
+    async def update_gauges() -> None:
+        try:
+            mine = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.events}
+            counts = {sev: 0 for sev in ("Extreme", "Severe", "Moderate", "Minor")}
+            for stored in list(schools.values()):
+                if stored.get("partition") in mine:
+                    for inc in stored.get("incidents", {}).values():
+                        counts[inc["severity"]] = counts.get(inc["severity"], 0) + 1
+            for sev, n in counts.items():
+                metrics.WORKER_OPEN.labels(sev).set(n)
+            lag: dict[str, int] = {}
+            for tp, nxt in list(processed.items()):
+                high = app.consumer.highwater(tp)
+                if high is not None:
+                    lag[tp.topic] = lag.get(tp.topic, 0) + max(0, high - nxt)
+            for topic, n in lag.items():
+                metrics.WORKER_LAG.labels(topic).set(n)
+        except Exception:  # noqa: BLE001 - a raising timer would crash the worker
+            log.exception("metrics update failed")
+
     @app.task
     async def announce_ready() -> None:
         # Tasks start after the first table recovery: from here on deadlines fire.
@@ -196,5 +226,6 @@ def run(cfg: Config, registry: Registry) -> None:
     kafka_client.ensure_topics(cfg.kafka.bootstrap, t.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor)
     kafka_client.ensure_topics(cfg.kafka.bootstrap, [t.ticks], cfg.kafka.partitions, cfg.kafka.replication_factor, configs={"retention.ms": TICK_RETENTION_MS})
     cfg.worker_datadir.mkdir(parents=True, exist_ok=True)
+    metrics.serve(cfg.worker.metrics_port)
     app = create_app(cfg, registry)
     faust.Worker(app, quiet=True, override_logging=False).execute_from_commandline()

@@ -1,0 +1,53 @@
+"""Prometheus metrics of the bridge, the worker and the console (one process each).
+
+Bridge and worker serve them on their `metrics_port`; the console on its own /metrics.
+Stage labels are folded (`joined-7` -> `joined`) to keep label sets small.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger("huxue.metrics")
+
+LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+# bridge
+BRIDGE_MESSAGES = Counter("huxue_bridge_messages", "MQTT messages received")
+BRIDGE_RECORDS = Counter("huxue_bridge_records", "Records Kafka confirmed, by topic", ["topic"])
+BRIDGE_DLQ = Counter("huxue_bridge_dlq", "Messages rejected to the DLQ, by reason", ["reason"])
+BRIDGE_FAILURES = Counter("huxue_bridge_kafka_failures", "Records Kafka did not take (redelivered later)")
+BRIDGE_PRODUCE = Histogram("huxue_bridge_produce_seconds", "MQTT arrival to Kafka confirmation", buckets=LATENCY)
+BRIDGE_INFLIGHT = Gauge("huxue_bridge_inflight", "MQTT messages waiting for Kafka (not yet acknowledged)")
+
+# worker
+WORKER_INPUTS = Counter("huxue_worker_inputs", "Records processed, by kind", ["kind"])
+WORKER_ALERTS = Counter("huxue_worker_alerts", "Alerts emitted, by rule and stage", ["rule", "stage"])
+WORKER_REJECTED = Counter("huxue_worker_commands_rejected", "Commands rejected, by reason", ["reason"])
+WORKER_OPEN = Gauge("huxue_worker_open_incidents", "Open incidents of this worker's schools, by severity", ["severity"])
+WORKER_LATENESS = Histogram("huxue_worker_deadline_lateness_seconds", "How late a deadline stage fired versus due", buckets=LATENCY)
+WORKER_LAG = Gauge("huxue_worker_consumer_lag", "Records not yet processed, by topic", ["topic"])
+
+# console
+CONSOLE_APPLIED = Counter("huxue_console_records_applied", "Kafka records applied to the history store")
+CONSOLE_LAG = Gauge("huxue_console_store_lag", "Records the history store is behind the topics")
+CONSOLE_CLIENTS = Gauge("huxue_console_live_clients", "Browsers following live updates")
+CONSOLE_REQUESTS = Counter("huxue_console_requests", "HTTP requests, by route and status", ["route", "status"])
+
+
+def stage_label(stage: str) -> str:
+    return stage.split("-")[0]
+
+
+def serve(port: int, bind: str = "127.0.0.1") -> None:
+    """Serve /metrics from a background thread (port 0: off)."""
+    if not port:
+        return
+    try:
+        start_http_server(port, addr=bind)
+    except OSError as exc:  # metrics are worth less than the pipeline: run without them
+        log.warning("metrics port unavailable, serving no metrics", extra={"port": port, "error": exc.strerror})
+        return
+    log.info("metrics", extra={"url": f"http://{bind}:{port}/metrics"})

@@ -1,0 +1,382 @@
+"""`huxue console`: the duty-room web console and its HTTP API (aiohttp).
+
+One process: a recorder thread keeps the history store current from Kafka; the web app
+reads the store, sends operator commands to `huxue.commands` (the worker stays the only
+writer of incident state) and pushes every change to browsers over Server-Sent Events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pipeline import metrics
+from pipeline.config import Config
+from pipeline.ops.auth import Account, Accounts
+from pipeline.ops.store import Change, Store
+from pipeline.records import INCIDENT_COMMANDS, SCHOOL_COMMANDS, Command, iso_utc, parse_ts
+from pipeline.registry import Registry
+
+log = logging.getLogger("huxue.console")
+RANK = {"Extreme": 0, "Severe": 1, "Moderate": 2, "Minor": 3}
+COOKIE = "huxue_session"
+ACCOUNT = web.AppKey("account", Account)
+
+
+def _error(status: int, code: str, detail: str) -> web.Response:
+    return web.json_response({"error": code, "detail": detail}, status=status)
+
+
+def next_deadline(inc: dict[str, Any], now: float) -> dict[str, Any] | None:
+    """The next 1-3-5 target of an open panic incident: ack, then the 3- and 5-minute arrival."""
+    if inc["state"] != "open" or inc["rule"] != "panic":
+        return None
+    if not inc.get("acked_at") and not inc.get("arrived_at") and inc.get("ack_by"):
+        name, at = "ack", inc["ack_by"]
+    elif not inc.get("arrived_at") and inc.get("arrive_target_by") and now < parse_ts(inc["arrive_target_by"]):
+        name, at = "arrive_target", inc["arrive_target_by"]
+    elif not inc.get("arrived_at") and inc.get("arrive_by"):
+        name, at = "arrive", inc["arrive_by"]
+    else:
+        return None
+    return {"name": name, "at": at, "overdue": now > parse_ts(at)}
+
+
+class Console:
+    def __init__(self, cfg: Config, registry: Registry, store: Store, accounts: Accounts, send: Callable[[Command], None]):
+        self.cfg, self.registry, self.store, self.accounts, self.send = cfg, registry, store, accounts, send
+        self.clients: list[tuple[Account, asyncio.Queue]] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # --- presentation -----------------------------------------------------------------
+
+    def incident_view(self, inc: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+        school = self.registry.school(inc["school_id"])
+        return {**inc, "school_name": school.name if school else inc["school_id"], "next_deadline": next_deadline(inc, now or time.time())}
+
+    def sorted_incidents(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Open first, then by severity, then the longest waiting first."""
+        return sorted(rows, key=lambda i: (i["state"] != "open", RANK.get(i["severity"], 9), i["opened_at"] if i["state"] == "open" else ""))
+
+    def school_view(self, school_id: str) -> dict[str, Any]:
+        school = self.registry.school(school_id)
+        states = self.store.device_states(school_id)
+        open_incidents = self.store.incidents(state="open", schools=[school_id])
+        unhealthy = {}
+        for inc in open_incidents:
+            if inc["rule"] == "device_health" and inc["evidence"]:
+                unhealthy[inc["evidence"][0].get("device_id")] = inc["headline"]
+        devices = []
+        for d in sorted(self.registry.devices_of(school_id), key=lambda d: d.id):
+            status = states.get(d.id, {}).get("state", "unknown")
+            problem = unhealthy.get(d.id, "")
+            devices.append({"id": d.id, "kind": d.kind, "zone": d.zone, "status": "problem" if problem else status, "problem": problem})
+        rosters = self.store.rosters(school_id)
+        posts = [{"id": p.id, "required_officers": p.required_officers, "on_duty": rosters.get(p.id, [])} for p in (school.posts if school else ())]
+        lockdown = next((self.incident_view(i) for i in open_incidents if i["rule"] == "lockdown"), None)
+        return {
+            "id": school_id,
+            "name": school.name if school else school_id,
+            "timezone": school.timezone if school else "UTC",
+            "devices": devices,
+            "offline": [d for d in devices if d["status"] in ("offline", "problem")],
+            "posts": posts,
+            "silences": self.store.silences(school_id, iso_utc(time.time())),
+            "lockdown": lockdown,
+            "incidents": [self.incident_view(i) for i in self.sorted_incidents(open_incidents)],
+        }
+
+    # --- live updates ---------------------------------------------------------------------
+
+    def changed(self, changes: list[Change]) -> None:
+        """Called by the recorder thread after each applied batch."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._fan_out, changes)
+
+    def _fan_out(self, changes: list[Change]) -> None:
+        seen: set[tuple[str, str]] = set()
+        for c in changes:
+            if (c.what, c.id) in seen:
+                continue
+            seen.add((c.what, c.id))
+            payload: dict[str, Any] = {"type": c.what, "id": c.id, "school_id": c.school_id}
+            if c.what == "incident":
+                inc = self.store.incident(c.id)
+                if inc is None:
+                    continue
+                payload["incident"] = self.incident_view(inc)
+            for account, queue in self.clients:
+                if account.sees(c.school_id):
+                    queue.put_nowait(payload)
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        account = request[ACCOUNT]
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        queue: asyncio.Queue = asyncio.Queue(maxsize=1000)
+        entry = (account, queue)
+        self.clients.append(entry)
+        metrics.CONSOLE_CLIENTS.set(len(self.clients))
+        try:
+            await response.write(b": connected\n\n")
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=15)
+                    await response.write(f"event: change\ndata: {json.dumps(item)}\n\n".encode())
+                except asyncio.TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.clients.remove(entry)
+            metrics.CONSOLE_CLIENTS.set(len(self.clients))
+        return response
+
+    # --- HTTP handlers -----------------------------------------------------------------------
+
+    async def _db(self, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
+
+    async def login(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "bad_request", "send JSON {username, password}")
+        account = self.accounts.login(str(body.get("username", "")), str(body.get("password", "")))
+        if account is None:
+            return _error(401, "bad_credentials", "unknown user or wrong password")
+        response = web.json_response(account.public())
+        response.set_cookie(COOKIE, self.accounts.session(account), httponly=True, samesite="Strict", max_age=int(self.accounts.session_seconds))
+        return response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        response = web.json_response({"ok": True})
+        response.del_cookie(COOKIE)
+        return response
+
+    async def me(self, request: web.Request) -> web.Response:
+        return web.json_response(request[ACCOUNT].public())
+
+    async def incidents(self, request: web.Request) -> web.Response:
+        account: Account = request[ACCOUNT]
+        q = request.query
+        school = q.get("school")
+        if school and not account.sees(school):
+            return _error(403, "forbidden", f"{account.username} may not see school {school}")
+        schools = [school] if school else ([account.school] if account.role == "guard" else None)
+        state = q.get("state", "open")
+        rows = await self._db(
+            self.store.incidents,
+            state=None if state == "all" else state,
+            schools=schools,
+            severity=q.get("severity"),
+            rule=q.get("rule"),
+            status=q.get("status"),
+            since=q.get("since"),
+            limit=min(int(q.get("limit", "500")), 5000),
+        )
+        now = time.time()
+        return web.json_response({"incidents": [self.incident_view(i, now) for i in self.sorted_incidents(rows)]})
+
+    async def _visible_incident(self, request: web.Request) -> dict[str, Any] | web.Response:
+        inc = await self._db(self.store.incident, request.match_info["incident_id"])
+        if inc is None:
+            return _error(404, "not_found", f"no incident {request.match_info['incident_id']}")
+        if not request[ACCOUNT].sees(inc["school_id"]):
+            return _error(403, "forbidden", f"{request[ACCOUNT].username} may not see school {inc['school_id']}")
+        return inc
+
+    async def incident(self, request: web.Request) -> web.Response:
+        inc = await self._visible_incident(request)
+        if isinstance(inc, web.Response):
+            return inc
+        timeline = await self._db(self.store.timeline, inc["incident_id"])
+        return web.json_response({**self.incident_view(inc), "timeline": timeline})
+
+    async def timeline(self, request: web.Request) -> web.Response:
+        inc = await self._visible_incident(request)
+        if isinstance(inc, web.Response):
+            return inc
+        return web.json_response({"timeline": await self._db(self.store.timeline, inc["incident_id"])})
+
+    async def incident_command(self, request: web.Request) -> web.Response:
+        inc = await self._visible_incident(request)
+        if isinstance(inc, web.Response):
+            return inc
+        body = await self._json(request)
+        if isinstance(body, web.Response):
+            return body
+        name = str(body.get("command", ""))
+        if name not in INCIDENT_COMMANDS:
+            return _error(400, "bad_command", f"command must be one of {', '.join(INCIDENT_COMMANDS)}")
+        account: Account = request[ACCOUNT]
+        if not account.may(name, inc["school_id"]):
+            return _error(403, "forbidden", f"{account.username} may not {name} at {inc['school_id']}")
+        return await self._send(Command(command=name, incident_id=inc["incident_id"], school_id=inc["school_id"], by=account.username, note=str(body.get("note", ""))))
+
+    async def schools(self, request: web.Request) -> web.Response:
+        account: Account = request[ACCOUNT]
+        rows = [{"id": s.id, "name": s.name, "timezone": s.timezone} for s in sorted(self.registry.schools.values(), key=lambda s: s.id) if account.sees(s.id)]
+        return web.json_response({"schools": rows})
+
+    async def school(self, request: web.Request) -> web.Response:
+        school_id = request.match_info["school_id"]
+        if self.registry.school(school_id) is None:
+            return _error(404, "not_found", f"no school {school_id}")
+        if not request[ACCOUNT].sees(school_id):
+            return _error(403, "forbidden", f"{request[ACCOUNT].username} may not see school {school_id}")
+        return web.json_response(await self._db(self.school_view, school_id))
+
+    async def school_command(self, request: web.Request) -> web.Response:
+        school_id = request.match_info["school_id"]
+        if self.registry.school(school_id) is None:
+            return _error(404, "not_found", f"no school {school_id}")
+        body = await self._json(request)
+        if isinstance(body, web.Response):
+            return body
+        name = str(body.get("command", ""))
+        if name not in SCHOOL_COMMANDS:
+            return _error(400, "bad_command", f"command must be one of {', '.join(SCHOOL_COMMANDS)}")
+        account: Account = request[ACCOUNT]
+        if not account.may(name, school_id):
+            return _error(403, "forbidden", f"only an admin may {name}")
+        try:
+            cmd = Command.from_dict({**{k: v for k, v in body.items() if k in ("scope", "duration_seconds", "until", "reason", "silence_id", "exercise", "note")},
+                                      "command": name, "school_id": school_id, "by": account.username})
+        except ValueError as exc:
+            return _error(400, "bad_command", str(exc))
+        return await self._send(cmd)
+
+    async def _json(self, request: web.Request) -> dict | web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "bad_request", "the body must be a JSON object")
+        return body if isinstance(body, dict) else _error(400, "bad_request", "the body must be a JSON object")
+
+    async def _send(self, cmd: Command) -> web.Response:
+        cmd = replace(cmd, command_id=uuid.uuid4().hex, at=iso_utc(time.time()))
+        await asyncio.get_running_loop().run_in_executor(None, self.send, cmd)
+        log.info("command sent", extra={"command": cmd.command, "target": cmd.incident_id or cmd.school_id, "by": cmd.by})
+        return web.json_response({"command_id": cmd.command_id, "command": cmd.to_dict(), "status": "sent"}, status=202)
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "time": datetime.now(timezone.utc).isoformat()})
+
+    # --- app -----------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._observe, self._auth])
+        web_dir = resources.files("pipeline.ops") / "web"
+
+        async def static(request: web.Request) -> web.Response:
+            name = request.match_info.get("name", "index.html")
+            if name not in ("index.html", "app.js", "style.css"):
+                raise web.HTTPNotFound()
+            types = {"html": "text/html", "js": "text/javascript", "css": "text/css", "json": "application/json"}
+            return web.Response(body=(web_dir / name).read_bytes(), content_type=types[name.rsplit(".", 1)[1]], charset="utf-8")
+
+        async def openapi(request: web.Request) -> web.Response:
+            return web.Response(body=(web_dir / "openapi.json").read_bytes(), content_type="application/json")
+
+        app.router.add_get("/", static)
+        app.router.add_get("/static/{name}", static)
+        app.router.add_get("/api/openapi.json", openapi)
+        app.router.add_get("/healthz", self.health)
+        app.router.add_get("/metrics", self.metrics_page)
+        app.router.add_post("/api/login", self.login)
+        app.router.add_post("/api/logout", self.logout)
+        app.router.add_get("/api/me", self.me)
+        app.router.add_get("/api/incidents", self.incidents)
+        app.router.add_get("/api/incidents/{incident_id}", self.incident)
+        app.router.add_get("/api/incidents/{incident_id}/timeline", self.timeline)
+        app.router.add_post("/api/incidents/{incident_id}/commands", self.incident_command)
+        app.router.add_get("/api/schools", self.schools)
+        app.router.add_get("/api/schools/{school_id}", self.school)
+        app.router.add_post("/api/schools/{school_id}/commands", self.school_command)
+        app.router.add_get("/api/stream", self.stream)
+
+        async def on_startup(_app: web.Application) -> None:
+            self.loop = asyncio.get_running_loop()
+
+        app.on_startup.append(on_startup)
+        return app
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler):
+        public = request.path in ("/", "/healthz", "/metrics", "/api/login", "/api/openapi.json") or request.path.startswith("/static/")
+        if public:
+            return await handler(request)
+        account = None
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            account = self.accounts.from_token(header[7:].strip())
+        elif COOKIE in request.cookies:
+            account = self.accounts.from_session(request.cookies[COOKIE])
+        if account is None:
+            return _error(401, "unauthenticated", "sign in (POST /api/login) or send Authorization: Bearer <token>")
+        request[ACCOUNT] = account
+        return await handler(request)
+
+    @web.middleware
+    async def _observe(self, request: web.Request, handler):
+        response = await handler(request)
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "other"
+        metrics.CONSOLE_REQUESTS.labels(route, str(response.status)).inc()
+        return response
+
+
+def accounts_from(cfg: Config) -> Accounts:
+    return Accounts(
+        [Account(username=a["username"], role=a["role"], school=a.get("school", ""), password_hash=a.get("password_hash", ""), token_sha256=a.get("token_sha256", "")) for a in cfg.console.accounts],
+        secret=cfg.console.session_secret,
+        session_seconds=cfg.console.session_hours * 3600,
+    )
+
+
+def run(cfg: Config, registry: Registry) -> None:
+    """Serve the console until SIGINT/SIGTERM, recording from Kafka in a thread."""
+    from pipeline import kafka_client
+    from pipeline.ops.recorder import Recorder
+    from pipeline.records import dumps
+
+    store = Store(cfg.store_url)
+    producer = kafka_client.producer(cfg.kafka.bootstrap)
+
+    def send(cmd: Command) -> None:
+        producer.send(cfg.topics.commands, key=cmd.school_id, value=dumps(cmd.to_dict())).get(timeout=30)
+
+    console = Console(cfg, registry, store, accounts_from(cfg), send)
+    stop = threading.Event()
+    recorder = Recorder(cfg, store, console.changed)
+
+    def record() -> None:
+        recorder.run(stop)
+
+    def watch() -> None:
+        while not stop.wait(2):
+            metrics.CONSOLE_LAG.set(recorder.lag)
+
+    threading.Thread(target=record, daemon=True, name="recorder").start()
+    threading.Thread(target=watch, daemon=True, name="console-metrics").start()
+    log.info("console", extra={"url": f"http://{cfg.console.bind}:{cfg.console.port}/", "store": store.kind, "accounts": len(cfg.console.accounts)})
+    try:
+        web.run_app(console.app(), host=cfg.console.bind, port=cfg.console.port, print=None, access_log=None)
+    finally:
+        stop.set()
+        producer.close(timeout=5)

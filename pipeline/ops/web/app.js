@@ -1,0 +1,194 @@
+// huxue duty console: plain JavaScript, no build step. Reads /api, follows /api/stream (SSE).
+"use strict";
+
+const RANK = { Extreme: 0, Severe: 1, Moderate: 2, Minor: 3 };
+const STAGE_LABEL = { ack: "on-site response due", arrive_target: "mobile unit due (3 min)", arrive: "mobile unit due (5 min)" };
+const state = { me: null, incidents: new Map(), schools: new Map(), school: null, events: null };
+const $ = (sel) => document.querySelector(sel);
+
+function esc(s) {
+  return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+function toast(text) {
+  const t = $("#toast");
+  t.textContent = text;
+  t.classList.add("show");
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => t.classList.remove("show"), 3000);
+}
+
+async function api(path, options = {}) {
+  const res = await fetch(path, { credentials: "same-origin", headers: { "Content-Type": "application/json" }, ...options });
+  if (res.status === 401) { showLogin(); throw new Error("signed out"); }
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(body.detail || res.statusText);
+  return body;
+}
+
+function showLogin() {
+  $("#login").hidden = false;
+  $("#app").hidden = true;
+  $("#logout").hidden = true;
+  $("#who").textContent = "";
+  if (state.events) { state.events.close(); state.events = null; }
+}
+
+$("#login-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const form = new FormData(e.target);
+  const res = await fetch("/api/login", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ username: form.get("username"), password: form.get("password") }) });
+  if (!res.ok) { $("#login-error").textContent = "Unknown user or wrong password."; return; }
+  $("#login-error").textContent = "";
+  start();
+});
+
+$("#logout").addEventListener("click", async () => { await fetch("/api/logout", { method: "POST" }); showLogin(); });
+
+function filters() {
+  return { school: $("#f-school").value, severity: $("#f-severity").value, rule: $("#f-rule").value, status: $("#f-status").value };
+}
+
+function visible(inc) {
+  const f = filters();
+  return (!f.school || inc.school_id === f.school) && (!f.severity || inc.severity === f.severity)
+    && (!f.rule || inc.rule === f.rule) && (!f.status || inc.status === f.status);
+}
+
+function ordered(list) {
+  return list.sort((a, b) => (RANK[a.severity] - RANK[b.severity]) || a.opened_at.localeCompare(b.opened_at));
+}
+
+function countdown(inc) {
+  const d = inc.next_deadline;
+  if (!d) return "";
+  return `<div><span class="countdown" data-at="${esc(d.at)}"></span> <span class="meta">${esc(STAGE_LABEL[d.name] || d.name)}</span></div>`;
+}
+
+function evidence(inc) {
+  return (inc.evidence || []).slice(-6).map((e) => {
+    const m = e.media || {};
+    const thumb = m.thumbnail_url || m.snapshot_url;
+    const img = thumb ? `<a href="${esc(m.snapshot_url || thumb)}" target="_blank"><img src="${esc(thumb)}" alt="snapshot" loading="lazy"></a>` : "";
+    const clip = m.clip_url ? ` <a href="${esc(m.clip_url)}" target="_blank">clip</a>` : "";
+    return `<div>${img}${esc(e.type)} · ${esc(e.device_id)}${clip}</div>`;
+  }).join("");
+}
+
+function card(inc) {
+  const open = inc.state === "open";
+  const badges = (inc.status === "Exercise" ? '<span class="badge drill">DRILL</span>' : "") + (inc.held ? `<span class="badge held">held: ${esc(inc.held)}</span>` : "");
+  const buttons = open ? `<div class="actions">
+      <input placeholder="note" aria-label="note">
+      ${inc.acked_at ? "" : '<button class="primary" data-command="ack">Acknowledge</button>'}
+      ${inc.arrived_at ? "" : '<button data-command="arrive">Arrived</button>'}
+      <button data-command="resolve">Resolve</button>
+      <button data-command="false_alarm">False alarm</button></div>` : "";
+  return `<article class="card ${esc(inc.severity)} ${inc.held ? "held" : ""}" data-incident="${esc(inc.incident_id)}">
+    <div class="top"><span class="sev">${esc(inc.severity)}</span>${badges}
+      <span class="school-link" data-school="${esc(inc.school_id)}">${esc(inc.school_name)}</span></div>
+    <div class="headline">${esc(inc.headline)}</div>
+    <div class="meta">${esc(inc.rule)} · <span class="stage">${esc(inc.stage)}</span> · opened ${new Date(inc.opened_at).toLocaleTimeString()}
+      ${inc.acked_by ? ` · acknowledged by ${esc(inc.acked_by)}` : ""}${inc.arrived_by ? ` · on scene: ${esc(inc.arrived_by)}` : ""}
+      ${inc.closed_by ? ` · closed by ${esc(inc.closed_by)}` : ""} · <span class="meta">${esc(inc.incident_id)}</span></div>
+    ${open ? countdown(inc) : ""}
+    <div class="evidence">${evidence(inc)}</div>
+    ${buttons}
+  </article>`;
+}
+
+function render() {
+  const all = [...state.incidents.values()].filter(visible);
+  const open = ordered(all.filter((i) => i.state === "open"));
+  const closed = all.filter((i) => i.state !== "open").sort((a, b) => b.updated_at.localeCompare(a.updated_at)).slice(0, 30);
+  $("#incidents").innerHTML = open.map(card).join("") || '<p class="meta">No open incidents.</p>';
+  $("#closed").innerHTML = closed.map(card).join("");
+  $("#open-count").textContent = `(${open.length})`;
+  const rules = new Set([...state.incidents.values()].map((i) => i.rule));
+  const sel = $("#f-rule");
+  for (const r of rules) if (![...sel.options].some((o) => o.value === r)) sel.add(new Option(r, r));
+  tick();
+}
+
+function tick() {
+  const now = Date.now();
+  document.querySelectorAll(".countdown").forEach((el) => {
+    const left = Math.round((Date.parse(el.dataset.at) - now) / 1000);
+    const a = Math.abs(left);
+    const text = `${Math.floor(a / 60)}:${String(a % 60).padStart(2, "0")}`;
+    el.textContent = left >= 0 ? text : `overdue ${text}`;
+    el.classList.toggle("overdue", left < 0);
+  });
+}
+
+document.addEventListener("click", async (e) => {
+  const button = e.target.closest("button[data-command]");
+  if (button) {
+    const cardEl = button.closest("[data-incident]");
+    const id = cardEl.dataset.incident;
+    const note = cardEl.querySelector("input")?.value || "";
+    button.disabled = true;
+    try {
+      await api(`/api/incidents/${encodeURIComponent(id)}/commands`, { method: "POST", body: JSON.stringify({ command: button.dataset.command, note }) });
+      toast(`${button.dataset.command} sent for ${id}`);
+    } catch (err) {
+      toast(`Not sent: ${err.message}`);
+      button.disabled = false;
+    }
+    return;
+  }
+  const link = e.target.closest("[data-school]");
+  if (link) openSchool(link.dataset.school);
+  if (e.target.id === "close-school") { state.school = null; $("#school").hidden = true; }
+});
+
+async function openSchool(id) {
+  state.school = id;
+  const s = await api(`/api/schools/${encodeURIComponent(id)}`);
+  const posts = s.posts.map((p) => `<tr><td>${esc(p.id)}</td><td>${p.on_duty.length} / ${p.required_officers}</td>
+    <td>${p.on_duty.map((o) => esc(o.officer_id)).join(", ") || "—"}</td></tr>`).join("");
+  const offline = s.offline.map((d) => `<tr><td>${esc(d.id)}</td><td>${esc(d.kind)}</td><td>${esc(d.zone)}</td>
+    <td class="status-${esc(d.status)}">${esc(d.problem || d.status)}</td></tr>`).join("");
+  const silences = s.silences.map((x) => `<div class="banner silence">Silenced ${esc(JSON.stringify(x.scope) === "{}" ? "whole school" : Object.values(x.scope)[0])}
+    until ${new Date(x.ends).toLocaleTimeString()} by ${esc(x.actor)}: ${esc(x.reason)} (${x.suppressed} held back)</div>`).join("");
+  const lockdown = s.lockdown ? `<div class="banner lockdown">${esc(s.lockdown.headline)}</div>` : "";
+  $("#school").innerHTML = `<div class="top"><h2>${esc(s.name)} <span class="meta">${esc(s.id)} · ${esc(s.timezone)}</span></h2>
+      <button id="close-school">Close</button></div>${lockdown}${silences}
+    <h3>Gate posts</h3><table><tr><th>post</th><th>on duty</th><th>officers</th></tr>${posts || '<tr><td colspan="3">none</td></tr>'}</table>
+    <h3>Devices: ${s.devices.length}, not OK: ${s.offline.length}</h3>
+    <table><tr><th>device</th><th>kind</th><th>zone</th><th>status</th></tr>${offline || '<tr><td colspan="4">all reporting</td></tr>'}</table>`;
+  $("#school").hidden = false;
+}
+
+function follow() {
+  const es = new EventSource("/api/stream");
+  state.events = es;
+  es.onopen = () => { $("#live").className = "live on"; };
+  es.onerror = () => { $("#live").className = "live off"; };
+  es.addEventListener("change", (e) => {
+    const c = JSON.parse(e.data);
+    if (c.incident) { state.incidents.set(c.incident.incident_id, c.incident); render(); }
+    if (state.school && c.school_id === state.school) openSchool(state.school);
+  });
+}
+
+async function start() {
+  state.me = await api("/api/me");
+  $("#login").hidden = true;
+  $("#app").hidden = false;
+  $("#logout").hidden = false;
+  $("#who").textContent = `${state.me.username} (${state.me.role}${state.me.school ? " · " + state.me.school : ""})`;
+  const { schools } = await api("/api/schools");
+  const sel = $("#f-school");
+  for (const s of schools) if (![...sel.options].some((o) => o.value === s.id)) sel.add(new Option(`${s.name} (${s.id})`, s.id));
+  const open = (await api("/api/incidents?state=open&limit=5000")).incidents;
+  const closed = (await api("/api/incidents?state=closed&limit=50")).incidents;
+  state.incidents = new Map([...open, ...closed].map((i) => [i.incident_id, i]));
+  render();
+  if (!state.events) follow();
+}
+
+for (const id of ["#f-school", "#f-severity", "#f-rule", "#f-status"]) $(id).addEventListener("change", render);
+setInterval(tick, 1000);
+start().catch(() => {});
