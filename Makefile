@@ -7,7 +7,8 @@ setup:
 demo: setup
 	.venv/bin/huxue demo
 
-test: setup
+test:
+	scripts/setup --test
 	.venv/bin/pytest
 
 bench: setup

@@ -34,6 +34,18 @@ def cmd_stack(args) -> int:
             pid = r["pid"] or "-"
             print(f"{r['service']:<10} {r['state']:<8} pid={pid:<8} {r['address']:<22} log={r['log']}")
         brokers = [r for r in rows if r["service"] in ("mosquitto", "kafka")]
+        from pipeline import metrics
+
+        endpoints = {
+            "bridge": f"http://127.0.0.1:{cfg.bridge.metrics_port}/metrics",
+            "worker": f"http://127.0.0.1:{cfg.worker.metrics_port}/metrics",
+            "console": f"http://{cfg.console.bind}:{cfg.console.port}/metrics",
+        }
+        for name, url in endpoints.items():
+            values = metrics.scrape(url, metrics.KEY[name])
+            if values is not None:
+                shown = "  ".join(f"{k.removeprefix(f'huxue_{name}_').removesuffix('_total')}={v:g}" for k, v in sorted(values.items()))
+                print(f"{name:<10} metrics  {shown}   ({url})")
         if all(r["state"] == "ready" for r in brokers):
             from pipeline import kafka_client
 

@@ -74,7 +74,10 @@ def main(config_path: str | None, exit_when_done: bool = False) -> int:
         say("starting worker and bridge ...")
         components.append(start_component(cfg, cfg_path, "worker", "worker ready"))
         components.append(start_component(cfg, cfg_path, "bridge", "mqtt connected"))
-        say(f"logs: {components[0].logfile} and {components[1].logfile}")
+        components.append(start_component(cfg, cfg_path, "console", "recording"))
+        say(f"logs: {', '.join(str(c.logfile) for c in components)}")
+        users = ", ".join(a["username"] for a in cfg.console.accounts)
+        say(f"CONSOLE http://{cfg.console.bind}:{cfg.console.port}/  (demo sign-in, user = password: {users})")
 
         alerts = follow(cfg.kafka.bootstrap, cfg.topics.alerts, from_beginning=False)
         next(alerts)

@@ -51,3 +51,31 @@ def serve(port: int, bind: str = "127.0.0.1") -> None:
         log.warning("metrics port unavailable, serving no metrics", extra={"port": port, "error": exc.strerror})
         return
     log.info("metrics", extra={"url": f"http://{bind}:{port}/metrics"})
+
+
+# what `huxue stack status` prints from each component's /metrics
+KEY = {
+    "bridge": ("huxue_bridge_messages_total", "huxue_bridge_dlq_total", "huxue_bridge_inflight", "huxue_bridge_kafka_failures_total"),
+    "worker": ("huxue_worker_open_incidents", "huxue_worker_alerts_total", "huxue_worker_consumer_lag", "huxue_worker_deadline_lateness_seconds_sum",
+               "huxue_worker_deadline_lateness_seconds_count"),
+    "console": ("huxue_console_store_lag", "huxue_console_live_clients", "huxue_console_records_applied_total"),
+}
+
+
+def scrape(url: str, names: tuple[str, ...], timeout: float = 1.0) -> dict[str, float] | None:
+    """Sum the samples of `names` at a /metrics URL (labels folded); None if unreachable."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in names:
+                out[sample.name] = out.get(sample.name, 0.0) + sample.value
+    return out

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import Pipeline, free_port, test_registry
+from harness import Pipeline, Postgres, free_port, test_registry
 from pipeline.config import load_config
 from pipeline.stack import local
 
@@ -51,3 +51,13 @@ def pipeline(stack, workdir):
         yield p.start()
     finally:
         p.close()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (Debian package) for the history store tests."""
+    pg = Postgres().start()
+    try:
+        yield pg
+    finally:
+        pg.stop()

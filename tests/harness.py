@@ -6,10 +6,12 @@ Everything here waits on conditions with deadlines; nothing sleeps a fixed time.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -284,3 +286,46 @@ class Pipeline:
         """A drill press at `school`, awaited: everything published there before it has been processed."""
         body = self.press(device, exercise=True)
         self.alerts.wait(lambda rs: any(any(e["event_id"] == body["event_id"] for e in a["evidence"]) for a in rs), timeout, f"sentinel at {school}")
+
+
+class Postgres:
+    """A throw-away PostgreSQL cluster from Debian's packages, on a free loopback port."""
+
+    def __init__(self):
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        assert bins, "PostgreSQL is not installed (apt-get install -y postgresql); scripts/setup installs it"
+        self.bin = bins[-1].parent
+        # outside pytest's private tmp dir: the server user must reach it
+        self.root = root = Path(tempfile.mkdtemp(prefix="huxue-pg-"))
+        self.data = root / "data"
+        self.port = free_port()
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+            root.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["chown", "-R", "postgres", str(root)], check=True)
+
+    def _run(self, *args: str) -> None:
+        result = subprocess.run([*self.as_user, *args], capture_output=True, text=True)
+        assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+
+    def start(self) -> Postgres:
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "huxue", "--no-sync", "-E", "UTF8")
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "postgres.log"), "-w", "start")
+        return self
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://huxue@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def stop(self) -> None:
+        subprocess.run([*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -32,7 +32,7 @@ from pipeline.registry import Registry
 log = logging.getLogger("huxue.console")
 RANK = {"Extreme": 0, "Severe": 1, "Moderate": 2, "Minor": 3}
 COOKIE = "huxue_session"
-ACCOUNT = web.AppKey("account", Account)
+ACCOUNT = web.RequestKey("account", Account)
 
 
 def _error(status: int, code: str, detail: str) -> web.Response:

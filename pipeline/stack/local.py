@@ -72,8 +72,8 @@ def up(cfg: Config, say=print) -> None:
 
 
 def components(cfg: Config) -> list[Service]:
-    """Bridge and worker started in the background by `huxue demo` (pid files in HUXUE_HOME)."""
-    return [Service(name, cfg.home, marker="pipeline.cli") for name in ("bridge", "worker")]
+    """Bridge, worker and console started in the background by `huxue demo` (pid files in HUXUE_HOME)."""
+    return [Service(name, cfg.home, marker="pipeline.cli") for name in ("bridge", "worker", "console")]
 
 
 def down(cfg: Config, say=print) -> None:

@@ -9,14 +9,16 @@ import sys
 import pytest
 import yaml
 
-from harness import REPO
+from harness import REPO, free_port
 
 pytestmark = pytest.mark.integration
 
 
 def test_demo_plays_the_scenario_and_cleans_up(stack, workdir):
     demo = yaml.safe_load((REPO / "pipeline" / "data" / "demo.yaml").read_text())
-    cfg = {**demo, "mqtt": stack["mqtt"], "kafka": stack["kafka"], "stack": stack["stack"], "registry": str(REPO / "pipeline" / "data" / "registry.yaml")}
+    cfg = {**demo, "mqtt": stack["mqtt"], "kafka": stack["kafka"], "stack": stack["stack"], "registry": str(REPO / "pipeline" / "data" / "registry.yaml"),
+           "console": {**demo["console"], "port": free_port(), "store": f"sqlite:///{workdir / 'demo-history.sqlite3'}"},
+           "bridge": {"metrics_port": 0}, "worker": {"metrics_port": 0}}
     path = workdir / "demo.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUXUE_")}
@@ -34,6 +36,7 @@ def test_demo_plays_the_scenario_and_cleans_up(stack, workdir):
     assert positions == sorted(positions), out
     assert "mobile_overdue" not in out  # arrival came before the 5-minute limit
     # the demo found the brokers running, so it stopped only what it started
-    assert "bridge: stopped" in out and "worker: stopped" in out
+    assert "bridge: stopped" in out and "worker: stopped" in out and "console: stopped" in out
+    assert f"CONSOLE http://127.0.0.1:{cfg['console']['port']}/" in out
     assert "stack: kafka: stopped" not in out
     assert result.stderr.count("ERROR") == 0, result.stderr

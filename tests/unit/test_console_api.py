@@ -1,0 +1,205 @@
+"""The console's HTTP API with an HTTP client (aiohttp's test server), auth included.
+
+The store holds a recorded week (tests/streams.py); commands are captured instead of
+produced to Kafka — the end-to-end path through the brokers is tests/integration/
+test_e2e_console.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from pipeline.config import Config
+from pipeline.ops.auth import Account, Accounts, check_password, hash_password, token_hash
+from pipeline.ops.console import Console, next_deadline
+from pipeline.ops.store import Change, Store
+from pipeline.records import iso_utc
+from streams import DAY, registry, week
+
+PASSWORDS = {"duty": "duty-pw", "guard1": "guard-pw", "admin": "admin-pw"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('api') / 'h.sqlite3'}")
+    store.apply(week(time.time() - 4 * DAY).records)
+    accounts = Accounts(
+        [
+            Account("duty", "duty_officer", password_hash=hash_password(PASSWORDS["duty"], iterations=1000)),
+            Account("guard1", "guard", school="s1", password_hash=hash_password(PASSWORDS["guard1"], iterations=1000)),
+            Account("admin", "admin", password_hash=hash_password(PASSWORDS["admin"], iterations=1000), token_sha256=token_hash("admin-token")),
+        ],
+        secret="test-secret",
+    )
+    return store, accounts
+
+
+def run(world, scenario):
+    """Run `scenario(client, sent, console)` against a fresh app on the shared store."""
+    store, accounts = world
+    sent = []
+    console = Console(Config(), registry(), store, accounts, sent.append)
+
+    async def go():
+        async with TestClient(TestServer(console.app())) as client:
+            return await scenario(client, sent, console)
+
+    return asyncio.run(go())
+
+
+async def login(client, user: str) -> None:
+    r = await client.post("/api/login", json={"username": user, "password": PASSWORDS[user]})
+    assert r.status == 200, await r.text()
+
+
+def test_passwords_and_sessions():
+    stored = hash_password("s3cret", iterations=1000)
+    assert check_password("s3cret", stored) and not check_password("wrong", stored) and not check_password("s3cret", "garbage")
+    accounts = Accounts([Account("a", "admin", password_hash=stored)], secret="k", session_seconds=60)
+    cookie = accounts.session(accounts.by_name["a"], now=1000)
+    assert accounts.from_session(cookie, now=1030).username == "a"
+    assert accounts.from_session(cookie, now=1061) is None  # expired
+    assert accounts.from_session(cookie.replace(".", ".0"), now=1030) is None  # tampered
+    assert Accounts([], secret="other").from_session(cookie, now=1030) is None
+
+
+def test_unauthenticated_calls_are_refused_and_public_pages_served(world):
+    async def scenario(client, sent, console):
+        for path in ("/api/me", "/api/incidents", "/api/schools/s1", "/api/stream"):
+            r = await client.get(path)
+            assert r.status == 401 and (await r.json())["error"] == "unauthenticated"
+        r = await client.post("/api/incidents/x/commands", json={"command": "ack"})
+        assert r.status == 401 and sent == []
+        bad = await client.post("/api/login", json={"username": "duty", "password": "nope"})
+        assert bad.status == 401 and (await bad.json())["error"] == "bad_credentials"
+        page = await client.get("/")
+        assert page.status == 200 and "huxue" in await page.text()
+        spec = await (await client.get("/api/openapi.json")).json()
+        assert spec["openapi"].startswith("3.") and "/api/incidents/{incident_id}/commands" in spec["paths"]
+        assert (await client.get("/metrics")).status == 200
+
+    run(world, scenario)
+
+
+def test_duty_officer_sees_all_schools_open_first_by_severity_then_age(world):
+    async def scenario(client, sent, console):
+        await login(client, "duty")
+        me = await (await client.get("/api/me")).json()
+        assert me == {"username": "duty", "role": "duty_officer", "school": ""}
+        data = await (await client.get("/api/incidents?state=all")).json()
+        incidents = data["incidents"]
+        assert {i["school_id"] for i in incidents} == {"s1", "s2"}
+        states = [i["state"] for i in incidents]
+        assert states == sorted(states, key=lambda s: s != "open")  # open first
+        open_ones = [i for i in incidents if i["state"] == "open"]
+        ranks = [{"Extreme": 0, "Severe": 1, "Moderate": 2, "Minor": 3}[i["severity"]] for i in open_ones]
+        assert ranks == sorted(ranks)
+        only = await (await client.get("/api/incidents?state=open&status=Actual&rule=panic")).json()
+        assert [i["status"] for i in only["incidents"]] == ["Actual"] and only["incidents"][0]["school_name"] == "School S2"
+        assert only["incidents"][0]["next_deadline"]["overdue"] is True
+        detail = await (await client.get(f"/api/incidents/{only['incidents'][0]['incident_id']}")).json()
+        assert [e["stage"] for e in detail["timeline"]][:1] == ["opened"]
+
+    run(world, scenario)
+
+
+def test_guard_sees_and_acts_on_its_own_school_only(world):
+    async def scenario(client, sent, console):
+        await login(client, "guard1")
+        mine = await (await client.get("/api/incidents?state=all")).json()
+        assert {i["school_id"] for i in mine["incidents"]} == {"s1"}
+        assert (await client.get("/api/incidents?school=s2")).status == 403
+        other = next(i for i in console.store.incidents() if i["school_id"] == "s2")
+        assert (await client.get(f"/api/incidents/{other['incident_id']}")).status == 403
+        r = await client.post(f"/api/incidents/{other['incident_id']}/commands", json={"command": "ack"})
+        assert r.status == 403 and sent == []
+        own = mine["incidents"][0]["incident_id"]
+        r = await client.post(f"/api/incidents/{own}/commands", json={"command": "resolve", "note": "checked the gate"})
+        assert r.status == 202
+        assert len(sent) == 1 and (sent[0].command, sent[0].by, sent[0].incident_id, sent[0].school_id, sent[0].note) == ("resolve", "guard1", own, "s1", "checked the gate")
+        assert sent[0].command_id and sent[0].at
+        assert (await client.post("/api/schools/s1/commands", json={"command": "lockdown", "reason": "x"})).status == 403
+        assert (await client.get("/api/schools/s2")).status == 403
+        schools = await (await client.get("/api/schools")).json()
+        assert [s["id"] for s in schools["schools"]] == ["s1"]
+
+    run(world, scenario)
+
+
+def test_bad_commands_are_refused_with_reasons(world):
+    async def scenario(client, sent, console):
+        await login(client, "duty")
+        iid = console.store.incidents()[0]["incident_id"]
+        r = await client.post(f"/api/incidents/{iid}/commands", json={"command": "explode"})
+        assert r.status == 400 and (await r.json())["error"] == "bad_command"
+        r = await client.post(f"/api/incidents/{iid}/commands", data=b"not json", headers={"Content-Type": "application/json"})
+        assert r.status == 400
+        assert (await client.post("/api/incidents/inc-nope/commands", json={"command": "ack"})).status == 404
+        assert (await client.post("/api/schools/s1/commands", json={"command": "silence", "reason": "x", "duration_seconds": 60})).status == 403  # duty officers may not
+        assert sent == []
+
+    run(world, scenario)
+
+
+def test_admin_token_silences_and_locks_down(world):
+    async def scenario(client, sent, console):
+        headers = {"Authorization": "Bearer admin-token"}
+        r = await client.post("/api/schools/s2/commands", headers=headers, json={"command": "silence", "scope": {"zone": "gate"}, "duration_seconds": 600, "reason": "works"})
+        assert r.status == 202
+        r = await client.post("/api/schools/s2/commands", headers=headers, json={"command": "lockdown", "reason": "armed person nearby"})
+        assert r.status == 202
+        r = await client.post("/api/schools/s2/commands", headers=headers, json={"command": "silence", "scope": {"floor": 3}})
+        assert r.status == 400
+        assert [(c.command, c.by, c.school_id) for c in sent] == [("silence", "admin", "s2"), ("lockdown", "admin", "s2")]
+        assert sent[0].scope == {"zone": "gate"} and sent[0].duration_seconds == 600
+        assert (await client.get("/api/me", headers={"Authorization": "Bearer wrong"})).status == 401
+
+    run(world, scenario)
+
+
+def test_school_view_shows_devices_posts_and_problems(world):
+    async def scenario(client, sent, console):
+        await login(client, "duty")
+        s2 = await (await client.get("/api/schools/s2")).json()
+        assert s2["name"] == "School S2" and len(s2["devices"]) == 4
+        assert [d["id"] for d in s2["offline"]] == ["s2-cam-1"]
+        assert s2["posts"] == [{"id": "s2-gate", "required_officers": 2, "on_duty": [{"officer_id": "o-2", "since": s2["posts"][0]["on_duty"][0]["since"]}]}]
+        assert s2["lockdown"] is None and s2["silences"] == []
+        assert any(i["rule"] == "panic" for i in s2["incidents"])
+        assert (await client.get("/api/schools/nowhere")).status == 404
+
+    run(world, scenario)
+
+
+def test_live_updates_reach_only_those_who_may_see_them(world):
+    async def scenario(client, sent, console):
+        await login(client, "guard1")
+        stream = await client.get("/api/stream")
+        assert stream.status == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+        assert (await stream.content.readline()).startswith(b": connected")
+        await stream.content.readline()
+        s1 = next(i for i in console.store.incidents() if i["school_id"] == "s1")
+        s2 = next(i for i in console.store.incidents() if i["school_id"] == "s2")
+        console.changed([Change("incident", s2["incident_id"], "s2"), Change("incident", s1["incident_id"], "s1")])
+        lines = [await asyncio.wait_for(stream.content.readline(), 5) for _ in range(2)]
+        assert lines[0] == b"event: change\n"
+        assert s1["incident_id"].encode() in lines[1] and s2["incident_id"].encode() not in lines[1]
+        stream.close()
+
+    run(world, scenario)
+
+
+def test_next_deadline_walks_the_ladder():
+    base = {"state": "open", "rule": "panic", "acked_at": None, "arrived_at": None,
+            "ack_by": iso_utc(100), "arrive_target_by": iso_utc(220), "arrive_by": iso_utc(340)}
+    assert next_deadline(base, 50) == {"name": "ack", "at": iso_utc(100), "overdue": False}
+    assert next_deadline(base, 150)["overdue"] is True  # still the ack, now overdue
+    acked = {**base, "acked_at": iso_utc(90)}
+    assert next_deadline(acked, 150)["name"] == "arrive_target"
+    assert next_deadline(acked, 250) == {"name": "arrive", "at": iso_utc(340), "overdue": False}
+    assert next_deadline({**acked, "arrived_at": iso_utc(200)}, 250) is None
+    assert next_deadline({**base, "rule": "perimeter"}, 50) is None and next_deadline({**base, "state": "closed"}, 50) is None
