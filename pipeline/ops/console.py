@@ -101,24 +101,25 @@ class Console:
     # --- live updates ---------------------------------------------------------------------
 
     def changed(self, changes: list[Change]) -> None:
-        """Called by the recorder thread after each applied batch."""
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._fan_out, changes)
-
-    def _fan_out(self, changes: list[Change]) -> None:
-        seen: set[tuple[str, str]] = set()
-        for c in changes:
-            if (c.what, c.id) in seen:
-                continue
-            seen.add((c.what, c.id))
-            payload: dict[str, Any] = {"type": c.what, "id": c.id, "school_id": c.school_id}
-            if c.what == "incident":
-                inc = self.store.incident(c.id)
+        """Called by the recorder thread after each applied batch: read what changed here
+        (off the event loop), then hand it to the loop for the open pages."""
+        if self.loop is None:
+            return
+        payloads: list[dict[str, Any]] = []
+        for what, id_, school in dict.fromkeys((c.what, c.id, c.school_id) for c in changes):
+            payload: dict[str, Any] = {"type": what, "id": id_, "school_id": school}
+            if what == "incident":
+                inc = self.store.incident(id_)
                 if inc is None:
                     continue
                 payload["incident"] = self.incident_view(inc)
+            payloads.append(payload)
+        self.loop.call_soon_threadsafe(self._fan_out, payloads)
+
+    def _fan_out(self, payloads: list[dict[str, Any]]) -> None:
+        for payload in payloads:
             for account, queue in self.clients:
-                if account.sees(c.school_id):
+                if account.sees(payload["school_id"]) and not queue.full():
                     queue.put_nowait(payload)
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
@@ -356,6 +357,7 @@ def run(cfg: Config, registry: Registry) -> None:
     from pipeline.records import dumps
 
     store = Store(cfg.store_url)
+    kafka_client.ensure_topics(cfg.kafka.bootstrap, cfg.topics.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor)
     producer = kafka_client.producer(cfg.kafka.bootstrap)
 
     def send(cmd: Command) -> None:
