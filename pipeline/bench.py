@@ -210,8 +210,8 @@ def main(args) -> int:
         "kafka": {"bootstrap": cfg0.kafka.bootstrap, "topic_prefix": prefix, "partitions": cfg0.kafka.partitions},
         "registry": str(cfg0.registry_path),
         "stack": {"home": str(cfg0.home)},
-        "bridge": {"client_id": f"bench-bridge-{run_id}"},
-        "worker": {"app_id": f"bench-worker-{run_id}", "instance_id": f"bench-worker-{run_id}"},
+        "bridge": {"client_id": f"bench-bridge-{run_id}", "metrics_port": 0},
+        "worker": {"app_id": f"bench-worker-{run_id}", "instance_id": f"bench-worker-{run_id}", "metrics_port": 0},
     }
     cfg_path = work / "huxue.yaml"
     cfg_path.write_text(yaml.safe_dump(raw_cfg))
@@ -313,7 +313,9 @@ def main(args) -> int:
     path = out_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{run_id}.json"
     path.write_bytes(dumps(report))
     print(f"results: {path}", flush=True)
-    kafka_client.delete_topics(cfg.kafka.bootstrap, [*cfg.topics.contract(), raw_topic, cfg.topics.ticks, f"{cfg.worker.app_id}-schools-changelog"])
+    kafka_client.delete_topics(
+        cfg.kafka.bootstrap, [*cfg.topics.contract(), raw_topic, cfg.topics.ticks, f"{cfg.worker.app_id}-schools-changelog", f"{cfg.worker.app_id}-memory-changelog"]
+    )
     return 0 if hux.delivered == hux.offered else 1
 
 
