@@ -21,7 +21,7 @@ from pipeline.rules import dispatch, ladder, lifecycle, panic
 from pipeline.rules.incident import evidence_of
 from pipeline.rules.state import Context, SchoolState
 
-SETTINGS = "corroboration"
+SETTINGS = MEMORY = "corroboration"
 RULE = "corroborated"
 SUPERSEDABLE = ("perimeter", "video_behaviour")
 KEEP_KEYS_SECONDS = 3600

@@ -21,7 +21,7 @@ from pipeline.rules import dispatch, lifecycle
 from pipeline.rules.incident import evidence_of
 from pipeline.rules.state import Context, SchoolState
 
-SETTINGS = NAME = RULE = "device_health"
+SETTINGS = NAME = RULE = MEMORY = "device_health"
 WHAT = {"absent": "no heartbeat", "offline": "offline", "tamper": "tampered with", "battery": "battery low"}
 
 

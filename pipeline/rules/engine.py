@@ -48,6 +48,8 @@ EVENT_RULES = (
     post_staffing,
 )
 TIMED = (device_health, post_staffing, silences, flood)
+# every rule that keeps working memory, by its key (the worker stores each apart)
+MEMORY_KEYS = tuple(m.MEMORY for m in (corroboration, vehicle_loitering, device_health, post_staffing, silences, lockdown, flood))
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def run_due(state: SchoolState, now: float, ctx: Context) -> tuple[SchoolState, 
         alerts.extend(fired)
     notices: list[SilenceNotice] = []
     for rule in TIMED:
-        memory = state.memory.get(rule.NAME)
+        memory = state.memory.get(rule.MEMORY)
         # never run yet (first sight of the school), or its timer is due
         if memory is None or (memory.get("due") is not None and memory["due"] <= now):
             settings = getattr(rule, "SETTINGS", None)

@@ -15,7 +15,7 @@ from pipeline.rules import lifecycle
 from pipeline.rules.lifecycle import Raise
 from pipeline.rules.state import Context, SchoolState
 
-SETTINGS = NAME = "flood"
+SETTINGS = NAME = MEMORY = "flood"
 FOLDABLE = ("Minor", "Moderate")
 
 
@@ -55,6 +55,8 @@ def admit(state: SchoolState, r: Raise, now: float, ctx: Context) -> tuple[Schoo
 
 
 def on_time(state: SchoolState, now: float, ctx: Context) -> tuple[SchoolState, list[Alert], list]:
+    if NAME not in state.memory:
+        return state, [], []
     cfg = ctx.rule(NAME, state.school_id)
     raised = _raised(state, now, cfg.window_seconds)
     alerts: list[Alert] = []

@@ -17,7 +17,7 @@ from pipeline.rules import lifecycle
 from pipeline.rules.ladder import CommandRejected
 from pipeline.rules.state import Context, SchoolState
 
-NAME = "lockdown"
+NAME = MEMORY = "lockdown"
 
 
 def current(state: SchoolState, status: str) -> str | None:

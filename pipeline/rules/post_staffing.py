@@ -19,7 +19,7 @@ from pipeline.registry import Post
 from pipeline.rules import calendar, dispatch, lifecycle
 from pipeline.rules.state import Context, SchoolState
 
-SETTINGS = NAME = RULE = "post_staffing"
+SETTINGS = NAME = RULE = MEMORY = "post_staffing"
 
 
 def _memory(state: SchoolState) -> dict:

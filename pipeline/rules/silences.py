@@ -12,7 +12,7 @@ from pipeline.records import Command, SilenceNotice, iso_utc, parse_ts
 from pipeline.rules.ladder import CommandRejected
 from pipeline.rules.state import Context, SchoolState
 
-NAME = "silence"
+NAME = MEMORY = "silence"
 
 
 def _memory(state: SchoolState) -> dict:

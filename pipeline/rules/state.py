@@ -1,13 +1,14 @@
 """Per-school state, owned by the one partition that carries the school's key.
 
-Stored as two table values so that frequent, small changes (a heartbeat's last-seen
-time, a plate read) do not rewrite the incidents:
+Stored as separate table values so that frequent, small changes (a heartbeat's
+last-seen time, a plate read) rewrite only what they touch:
   * core: open incidents, tombstones of recently closed ones, the incident sequence and
     the keys of recently applied inputs (de-duplication);
   * memory: each rule's own working state (recent sensor events, plate reads, last
     heartbeat per device, post rosters, silences, lockdown, flood counters), a plain
-    JSON value per rule. A rule that needs the clock stores its next due time under
-    the key "due" of its memory; the worker's tick wakes the school then.
+    JSON value per rule, stored one per (school, rule). A rule that needs the clock
+    stores its next due time under the key "due" of its memory; the worker's tick wakes
+    the school then.
 """
 
 from __future__ import annotations
@@ -133,11 +134,9 @@ class SchoolState:
             "next_due": self.incidents_due(),
         }
 
-    def memory_dict(self) -> dict[str, Any]:
-        return {"rules": self.memory, "next_due": self.memory_due()}
-
     @classmethod
     def from_dicts(cls, core: dict[str, Any] | None, memory: dict[str, Any] | None, school_id: str = "", partition: int = -1) -> SchoolState:
+        """From a stored core value and the rules' memories (rule -> value)."""
         core = core or {"school_id": school_id, "partition": partition}
         return cls(
             school_id=core["school_id"],
@@ -146,5 +145,5 @@ class SchoolState:
             incidents={k: Incident.from_dict(v) for k, v in core.get("incidents", {}).items()},
             closed={k: list(v) for k, v in core.get("closed", {}).items()},
             applied=dict(core.get("applied", {})),
-            memory=dict((memory or {}).get("rules", {})),
+            memory=dict(memory or {}),
         )

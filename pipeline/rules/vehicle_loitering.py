@@ -18,7 +18,7 @@ from pipeline.rules.incident import evidence_of
 from pipeline.rules.settings import normalise_plate
 from pipeline.rules.state import Context, SchoolState
 
-SETTINGS = RULE = "vehicle_loitering"
+SETTINGS = RULE = MEMORY = "vehicle_loitering"
 MAX_READS = 50
 
 
@@ -42,7 +42,8 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
     status = "Exercise" if event.exercise else "Actual"
     at = event.credible_ts(ctx.max_clock_skew_seconds)
     key = f"{status}/{plate}"
-    stored = (state.memory.get(SETTINGS) or {}).get("plates", {})
+    memory = state.memory.get(SETTINGS) or {}
+    stored = memory.get("plates", {})
     reads = stored.get(key, [])
     if any(k == event.key for _, k in reads):  # a redelivered copy
         return state, [], False
@@ -50,9 +51,14 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
     newest = reads[-1][0]
     keep = cfg.window_seconds + ctx.max_clock_skew_seconds
     reads = [r for r in reads if newest - r[0] <= keep][-MAX_READS:]
-    plates = {k: v for k, v in stored.items() if k != key and v and at - v[-1][0] <= keep}
+    pruned = memory.get("pruned", 0.0)
+    if now - pruned >= 60:  # forget plates gone quiet, at most once a minute
+        plates = {k: v for k, v in stored.items() if at - v[-1][0] <= keep}
+        pruned = now
+    else:
+        plates = dict(stored)
     plates[key] = reads
-    state = state.remember(SETTINGS, {"plates": plates})
+    state = state.remember(SETTINGS, {"plates": plates, "pruned": pruned})
     burst = _burst(reads, cfg.min_reads, cfg.window_seconds, event.key) if any(k == event.key for _, k in reads) else None
     if burst is None:
         return state, [], False

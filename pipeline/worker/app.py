@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import faust
 from kafka.partitioner.default import murmur2
@@ -76,9 +77,11 @@ def create_app(cfg: Config, registry: Registry) -> faust.App:
     commands_dlq = app.topic(topics.commands_dlq, **raw)
     silences = app.topic(topics.silences, **raw)
     ticks = app.topic(topics.ticks, **raw)
-    # Two values per school (rules/state.py): incidents, and the rules' working memory.
+    # Per school (rules/state.py): its incidents, and each rule's working memory apart
+    # (key "<school>|<rule>"), so a change rewrites only the value it touches.
     schools = app.Table("schools", default=None, partitions=n)
     memory = app.Table("memory", default=None, partitions=n)
+    decoded: dict[str, tuple[Any, tuple, SchoolState]] = {}  # school -> (stored values, state)
 
     async def deliver(topic: faust.TopicT, key: str | None, value: bytes) -> None:
         """Send and wait for Kafka's confirmation; on failure retry (stall), never drop."""
@@ -93,8 +96,19 @@ def create_app(cfg: Config, registry: Registry) -> faust.App:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
+    def stored(school_id: str) -> tuple[Any, dict[str, Any]]:
+        mem = {k: v for k in engine.MEMORY_KEYS if (v := memory.get(f"{school_id}|{k}")) is not None}
+        return schools.get(school_id), mem
+
     def load(school_id: str, partition: int) -> SchoolState:
-        return SchoolState.from_dicts(schools.get(school_id), memory.get(school_id), school_id, partition)
+        """The school's state; decoded again only when the stored values changed."""
+        core, mem = stored(school_id)
+        hit = decoded.get(school_id)
+        if hit and hit[0] is core and len(hit[1]) == len(mem) and all(a is b for a, b in zip(hit[1], mem.values())):
+            return hit[2]
+        state = SchoolState.from_dicts(core, mem, school_id, partition)
+        decoded[school_id] = (core, tuple(mem.values()), state)
+        return state
 
     async def apply(school_id: str, before: SchoolState, outcome: engine.Outcome, now: float) -> None:
         for alert in outcome.alerts:
@@ -112,11 +126,18 @@ def create_app(cfg: Config, registry: Registry) -> faust.App:
             log.info("command rejected", extra={"command": cmd.command, "target": cmd.incident_id or cmd.school_id, "reason_code": why.reason_code})
             metrics.WORKER_REJECTED.labels(why.reason_code).inc()
         after = outcome.state
-        # Write only the value that changed (states are immutable: identity tells).
-        if any(getattr(after, f) is not getattr(before, f) for f in ("incidents", "closed", "applied", "next_seq", "partition")):
-            schools[school_id] = after.core_dict()
-        if after.memory is not before.memory:
-            memory[school_id] = after.memory_dict()
+        # Write only the values that changed (states are immutable: identity tells); a
+        # school seen for the first time gets its core written, so ticks know it started.
+        core = schools.get(school_id)
+        if core is None or any(getattr(after, f) is not getattr(before, f) for f in ("incidents", "closed", "applied", "next_seq", "partition")):
+            core = schools[school_id] = after.core_dict()
+        for key in set(before.memory) | set(after.memory):
+            if after.memory.get(key) is not before.memory.get(key):
+                if key in after.memory:
+                    memory[f"{school_id}|{key}"] = after.memory[key]
+                else:
+                    del memory[f"{school_id}|{key}"]
+        decoded[school_id] = (core, tuple(v for k in engine.MEMORY_KEYS if (v := after.memory.get(k)) is not None), after)
 
     async def on_event(key: str, value: bytes, partition: int, now: float) -> None:
         try:
@@ -149,10 +170,10 @@ def create_app(cfg: Config, registry: Registry) -> faust.App:
         # The registry's schools of this partition (so timers start with no traffic at
         # all) and any other school stored here. Memory tables also hold standby keys:
         # filter by partition. The stored `next_due` avoids decoding schools not due.
-        stored = [k for k, v in list(schools.items()) if v.get("partition") == partition]
-        for school_id in sorted(set(schools_by_partition.get(partition, [])) | set(stored)):
-            core, mem = schools.get(school_id), memory.get(school_id)
-            if core is not None and mem is not None and not (due(core, now) or due(mem, now)):
+        here = [k for k, v in list(schools.items()) if v.get("partition") == partition]
+        for school_id in sorted(set(schools_by_partition.get(partition, [])) | set(here)):
+            core, mem = stored(school_id)
+            if core is not None and not due(core, now) and not any((v.get("due") or now + 1) <= now for v in mem.values() if isinstance(v, dict)):
                 continue
             state = load(school_id, partition)
             await apply(school_id, state, engine.on_tick(state, now, ctx), now)

@@ -295,7 +295,7 @@ def test_corroboration_disabled_does_nothing():
 def test_memory_round_trip_keeps_recent_sensor_events():
     d = driver()
     d.event(camera("video.fight", "zx01-cam-7", "v-1", ts=T0), T0)
-    d.state = SchoolState.from_dicts(d.state.core_dict(), d.state.memory_dict())
+    d.state = SchoolState.from_dicts(d.state.core_dict(), d.state.memory)
     assert [a.stage for a in d.press(T0 + 10)] == ["opened", "corroborated"]
 
 

@@ -223,7 +223,7 @@ def test_absence_survives_a_restart_mid_way():
         def _take(self, outcome):
             alerts = super()._take(outcome)
             core = orjson.loads(orjson.dumps(self.state.core_dict()))
-            memory = orjson.loads(orjson.dumps(self.state.memory_dict()))
+            memory = orjson.loads(orjson.dumps(self.state.memory))
             self.state = SchoolState.from_dicts(core, memory)
             return alerts
 
@@ -239,8 +239,8 @@ def test_restored_state_fires_at_the_stored_due_time():
     d = driver()
     d.tick(T0)
     beat(d, BUTTONS, T0 + 50)
-    core, memory = d.state.core_dict(), d.state.memory_dict()
-    assert memory["next_due"] == T0 + 50 + TIMEOUT
+    core, memory = d.state.core_dict(), d.state.memory
+    assert d.state.memory_due() == memory["device_health"]["due"] == T0 + 50 + TIMEOUT
     back = SchoolState.from_dicts(core, memory)
     assert engine.on_tick(back, T0 + 50 + TIMEOUT - 1, d.ctx).alerts == []
     assert len(engine.on_tick(back, T0 + 50 + TIMEOUT, d.ctx).alerts) == len(BUTTONS)

@@ -121,9 +121,9 @@ def test_flood_state_round_trips_and_still_ends():
     d = driver()
     for i, cam in enumerate(CAMS[:4]):
         down(d, cam, T0 + i)
-    back = SchoolState.from_dicts(d.state.core_dict(), d.state.memory_dict())
+    back = SchoolState.from_dicts(d.state.core_dict(), d.state.memory)
     assert back == d.state
-    assert d.state.memory_dict()["next_due"] == T0 + 600
+    assert d.state.memory_due() == T0 + 600
     out = engine.on_tick(back, T0 + 600, d.ctx)
     assert [(a.rule, a.stage) for a in out.alerts] == [("flood", "ended")]
 

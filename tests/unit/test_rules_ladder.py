@@ -464,17 +464,17 @@ def test_replay_from_a_saved_state_reproduces_the_same_alerts():
 
 
 def roundtrip(state: SchoolState) -> SchoolState:
-    core, memory = orjson.loads(orjson.dumps(state.core_dict())), orjson.loads(orjson.dumps(state.memory_dict()))
+    core, memory = orjson.loads(orjson.dumps(state.core_dict())), orjson.loads(orjson.dumps(state.memory))
     return SchoolState.from_dicts(core, memory)
 
 
 def test_state_round_trips_through_dict_and_orjson():
     d = Driver()
     scenario(d)
-    assert SchoolState.from_dicts(d.state.core_dict(), d.state.memory_dict()) == d.state
+    assert SchoolState.from_dicts(d.state.core_dict(), d.state.memory) == d.state
     assert roundtrip(d.state) == d.state
     assert d.state.closed  # the scenario closes both incidents: tombstones survive too
-    due = [x for x in (d.state.core_dict()["next_due"], d.state.memory_dict()["next_due"]) if x is not None]
+    due = [x for x in (d.state.core_dict()["next_due"], d.state.memory_due()) if x is not None]
     assert (min(due) if due else None) == d.state.next_due()
 
 

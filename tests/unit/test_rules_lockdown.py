@@ -130,7 +130,7 @@ def test_a_redelivered_lockdown_command_is_a_no_op():
 def test_lockdown_survives_a_state_round_trip():
     d = driver()
     locked(d)
-    d.state = SchoolState.from_dicts(d.state.core_dict(), d.state.memory_dict())
+    d.state = SchoolState.from_dicts(d.state.core_dict(), d.state.memory)
     [minor] = d.event(offline("zx01-cam-7"), T0 + 1)
     assert minor.held == "lockdown"
 

@@ -96,7 +96,7 @@ def test_the_check_fires_grace_seconds_into_the_window_with_no_other_traffic():
     assert s.headline.endswith(": 0 of 1 officers checked in")
     assert open_posts(d) == [NORTH, SOUTH]
     assert mem(d)["due"] == E1
-    assert d.state.memory_dict()["next_due"] == E1
+    assert d.state.memory_due() == E1
 
 
 def test_the_check_fires_on_a_first_tick_late_in_the_window():
@@ -394,7 +394,7 @@ def test_the_check_survives_a_restart():
     d = driver()
     d.tick(T0)
     guard_in(d, T0 + 5, NORTH, "o-1")
-    assert d.state.memory_dict()["next_due"] == CHECK1
+    assert d.state.memory_due() == CHECK1
     back = round_trip(d.state)
     assert engine.on_tick(back, CHECK1 - 1, d.ctx).alerts == []
     alerts = engine.on_tick(back, CHECK1, d.ctx).alerts

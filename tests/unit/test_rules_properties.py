@@ -70,7 +70,7 @@ def run(script, reload_state: bool = False):
                 incidents.append(a.incident_id)
         state = out.state
         if reload_state:
-            core, memory = orjson.loads(orjson.dumps(state.core_dict())), orjson.loads(orjson.dumps(state.memory_dict()))
+            core, memory = orjson.loads(orjson.dumps(state.core_dict())), orjson.loads(orjson.dumps(state.memory))
             state = SchoolState.from_dicts(core, memory)
     final = engine.on_tick(state, now + 10_000, ctx)
     emitted.extend((now + 10_000, a) for a in final.alerts)

@@ -295,8 +295,8 @@ def test_silence_state_round_trips_and_still_expires():
     d = driver()
     sid = silenced(d, T0, {"zone": "gate-north"}, 600)
     d.event(offline("zx01-cam-7"), T0 + 1)
-    back = SchoolState.from_dicts(d.state.core_dict(), d.state.memory_dict())
+    back = SchoolState.from_dicts(d.state.core_dict(), d.state.memory)
     assert back == d.state
-    assert d.state.memory_dict()["next_due"] == T0 + 600
+    assert d.state.memory_due() == T0 + 600
     out = engine.on_tick(back, T0 + 600, d.ctx)
     assert [(n.silence_id, n.ended_by, n.suppressed) for n in out.notices] == [(sid, "expiry", 1)]

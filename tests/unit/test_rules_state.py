@@ -191,7 +191,7 @@ def test_next_due_is_the_earliest_of_incident_deadlines_and_rule_timers():
 def test_from_dicts_defaults():
     assert SchoolState.from_dicts({"school_id": SCHOOL}, None) == SchoolState(SCHOOL)
     assert SchoolState.from_dicts(None, None, school_id=SCHOOL, partition=3) == SchoolState(SCHOOL, partition=3)
-    assert SchoolState.from_dicts({"school_id": SCHOOL}, {"rules": {}}) == SchoolState(SCHOOL)
+    assert SchoolState.from_dicts({"school_id": SCHOOL}, {}) == SchoolState(SCHOOL)
 
 
 def test_core_and_memory_dicts_round_trip_through_orjson():
@@ -199,9 +199,9 @@ def test_core_and_memory_dicts_round_trip_through_orjson():
     done = make_incident(incident_id="inc-20261129-zx-01-0002", closed_at=T0 + 1, closed_stage="false_alarm")
     s = SchoolState(SCHOOL, partition=2, next_seq=3).put(a).put(done).mark_applied("dev/e-1", T0)
     s = s.remember("device_health", {"last_seen": {"zx01-btn-1": T0}, "since": T0, "due": T0 + 180})
-    core, memory = s.core_dict(), s.memory_dict()
-    assert core["next_due"] == T0 + 60 and memory["next_due"] == T0 + 180
-    assert "memory" not in core and "incidents" not in memory  # two separate stored values
+    core, memory = s.core_dict(), s.memory
+    assert core["next_due"] == T0 + 60 and s.memory_due() == memory["device_health"]["due"] == T0 + 180
+    assert "memory" not in core and "incidents" not in memory  # stored apart: core, and one value per rule
     back = SchoolState.from_dicts(orjson.loads(orjson.dumps(core)), orjson.loads(orjson.dumps(memory)))
     assert back == s
     assert back.closed == {done.incident_id: ["false_alarm", T0 + 1]}

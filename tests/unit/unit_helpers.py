@@ -414,7 +414,7 @@ def checkout(post_id: str, officer_id: str, event_id: str, device_id: str = "zx0
 def round_trip(state: SchoolState) -> SchoolState:
     """What a restarted worker reads back: the two stored values, through JSON."""
     core = orjson.loads(orjson.dumps(state.core_dict()))
-    memory = orjson.loads(orjson.dumps(state.memory_dict()))
+    memory = orjson.loads(orjson.dumps(state.memory))
     return SchoolState.from_dicts(core, memory)
 
 
