@@ -11,7 +11,6 @@ import orjson
 import pytest
 import yaml
 
-from harness import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness import Pipeline, wait_for
+from harness import Pipeline
 from pipeline.records import iso_utc
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,6 @@ so they share one bridge + worker (module scope).
 
 from __future__ import annotations
 
-import time
 
 import pytest
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from pipeline.config import AdaptersConfig, Config, FrigateConfig, Zigbee2MqttConfig
 from pipeline.ingest.bridge import Bridge
-from pipeline.records import EVENT_TYPES, CanonicalEvent, Rejection, iso_utc, parse_ts
+from pipeline.records import EVENT_TYPES, CanonicalEvent, Rejection, parse_ts
 from pipeline.registry import Registry, load_registry
 
 # --- helpers --------------------------------------------------------------------------
