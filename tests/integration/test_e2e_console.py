@@ -12,6 +12,8 @@ import pytest
 
 from harness import REPO, Pipeline, Proc, free_port, wait_for
 from pipeline.ops.auth import hash_password
+from pipeline.ops.recorder import rebuild
+from pipeline.ops.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +84,14 @@ def test_live_incident_countdown_and_acknowledge_in_the_browser(stack, workdir, 
         wait_for(lambda: "Gate posts" in browser.find_element(By.ID, "school").text, 10, "the school view")
         browser.set_window_size(412, 900)  # a guard's phone
         browser.save_screenshot(str(ARTIFACTS / "console-phone.png"))
+
+        # the console's store, kept live from Kafka, equals one rebuilt from the topics
+        live = Store(console_cfg["console"]["store"])
+        wait_for(lambda: any(e["stage"] == "acknowledged" for e in live.timeline(incident_id)), 10, "the ack in the live store")
+        console.stop()
+        rebuilt = Store(f"sqlite:///{workdir / 'rebuilt.sqlite3'}")
+        assert rebuild(p.cfg, rebuilt, timeout=60) > 0
+        assert rebuilt.dump() == live.dump()
     finally:
         console.stop()
         p.close()
