@@ -138,26 +138,31 @@ def cmd_alerts(args) -> int:
     return 0
 
 
+def _send_and_report(args, cmd, target: str) -> int:
+    """Send a command, say what became of it; exit 0 accepted, 1 rejected, 3 no answer."""
+    from pipeline.ops import commands
+
+    outcome = commands.send(load_config(args.config), cmd, wait_s=args.wait)
+    label = {True: "accepted", False: "rejected", None: "sent"}[outcome.accepted]
+    print(f"{cmd.command} {target}: {label} ({outcome.detail})")
+    return {True: 0, False: 1, None: 0 if args.wait <= 0 else 3}[outcome.accepted]
+
+
 def cmd_command(args) -> int:
     from pipeline.ops import commands
 
-    cfg = load_config(args.config)
     name = {"false-alarm": "false_alarm"}.get(args.verb, args.verb)
     try:
         cmd = commands.build(name, args.incident, args.by, args.note, args.school)
     except ValueError as exc:
         print(f"huxue: {exc}", file=sys.stderr)
         return 2
-    outcome = commands.send(cfg, cmd, wait_s=args.wait)
-    label = {True: "accepted", False: "rejected", None: "sent"}[outcome.accepted]
-    print(f"{name} {args.incident}: {label} ({outcome.detail})")
-    return {True: 0, False: 1, None: 0 if args.wait <= 0 else 3}[outcome.accepted]
+    return _send_and_report(args, cmd, args.incident)
 
 
 def cmd_school_command(args) -> int:
     from pipeline.ops import commands
 
-    cfg = load_config(args.config)
     name = args.verb.replace("-", "_")
     fields: dict = {}
     try:
@@ -174,10 +179,7 @@ def cmd_school_command(args) -> int:
     except ValueError as exc:
         print(f"huxue: {exc}", file=sys.stderr)
         return 2
-    outcome = commands.send(cfg, cmd, wait_s=args.wait)
-    label = {True: "accepted", False: "rejected", None: "sent"}[outcome.accepted]
-    print(f"{name} {args.school}: {label} ({outcome.detail})")
-    return {True: 0, False: 1, None: 0 if args.wait <= 0 else 3}[outcome.accepted]
+    return _send_and_report(args, cmd, args.school)
 
 
 def cmd_console(args) -> int:

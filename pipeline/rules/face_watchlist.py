@@ -31,7 +31,7 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
         rule=RULE,
         key=f"{category}/{person}",
         severity=severity,
-        urgency="Immediate" if severity in ("Extreme", "Severe") else "Expected",
+        urgency=lifecycle.urgency(severity),
         title=f"Watchlist face ({category}: {person}, similarity {similarity:.2f}) at {ctx.school_name(state.school_id)} ({event.zone})",
         evidence=(evidence_of(event),),
         status="Exercise" if event.exercise else "Actual",

@@ -33,6 +33,11 @@ _TEXT = {
 }
 
 
+def urgency(severity: str) -> str:
+    """CAP urgency for a sensor-raised incident of this severity."""
+    return "Immediate" if severity in ("Extreme", "Severe") else "Expected"
+
+
 def describe(inc: Incident, stage: str, by: str) -> str:
     text = _TEXT.get(stage.split("-")[0], "{title}: " + stage)
     return text.format(title=inc.title, n=inc.evidence_total, by=by or "operator")

@@ -28,7 +28,7 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
         rule=RULE,
         key=plate,
         severity=severity,
-        urgency="Immediate" if severity in ("Extreme", "Severe") else "Expected",
+        urgency=lifecycle.urgency(severity),
         title=f"Watchlist plate {plate} at {ctx.school_name(state.school_id)} ({event.zone})",
         evidence=(evidence_of(event),),
         status="Exercise" if event.exercise else "Actual",

@@ -54,7 +54,7 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
         rule=RULE,
         key=f"{group}/{event.zone}",
         severity=severity,
-        urgency="Immediate" if severity in ("Extreme", "Severe") else "Expected",
+        urgency=lifecycle.urgency(severity),
         title=f"{what} at {ctx.school_name(state.school_id)} ({event.zone})",
         evidence=(evidence_of(event),),
         status="Exercise" if event.exercise else "Actual",
