@@ -134,6 +134,11 @@ class CanonicalEvent:
         return f"{self.device_id}/{self.event_id}"
 
     @property
+    def status(self) -> str:
+        """CAP status of what this event raises: drills are `Exercise`."""
+        return "Exercise" if self.exercise else "Actual"
+
+    @property
     def ts_epoch(self) -> float:
         return parse_ts(self.ts)
 

@@ -28,10 +28,6 @@ KEEP_KEYS_SECONDS = 3600
 MAX_KEYS = 500
 
 
-def _status(event: CanonicalEvent) -> str:
-    return "Exercise" if event.exercise else "Actual"
-
-
 def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> tuple[SchoolState, list[Alert], bool]:
     cfg = ctx.rule(SETTINGS, state.school_id)
     horizon = max(cfg.window_seconds, cfg.zone_window_seconds)
@@ -39,7 +35,7 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
     memory = state.memory.get(SETTINGS) or {}
     recent = [r for r in memory.get("recent", []) if now - r["seen"] <= horizon]
     if event.type == "panic.pressed":
-        status = _status(event)
+        status = event.status
         matches = [r for r in recent if r["type"] in cfg.types and r["status"] == status and abs(at - r["at"]) <= cfg.window_seconds]
         state, alerts = _corroborate_panic(state, [r["evidence"] for r in matches], status, now, ctx)
         return state, alerts, False
@@ -55,7 +51,7 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
     device = ctx.registry.device(event.device_id)
     item = {
         "key": key, "device": event.device_id, "kind": device.kind if device else event.kind, "zone": event.zone,
-        "type": event.type, "at": at, "seen": now, "status": _status(event), "evidence": evidence_of(event),
+        "type": event.type, "at": at, "seen": now, "status": event.status, "evidence": evidence_of(event),
     }
     recent.append(item)
     state = state.remember(SETTINGS, {"recent": recent, "keys": keys})

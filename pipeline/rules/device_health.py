@@ -86,7 +86,7 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
     watched = device.kind in cfg.heartbeat_kinds
     if watched:
         mem = {**mem, "last_seen": {**mem["last_seen"], device.id: now}, "absent": [d for d in mem["absent"] if d != device.id]}
-    status = "Exercise" if event.exercise else "Actual"
+    status = event.status
     alerts: list[Alert] = []
     if event.type == "device.offline":
         state, alerts = _raise(state, device, "offline", evidence_of(event), status, now, ctx)

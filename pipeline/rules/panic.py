@@ -52,7 +52,7 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
 
 
 def _press(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context) -> tuple[SchoolState, list[Alert]]:
-    status = "Exercise" if event.exercise else "Actual"
+    status = event.status
     describe = describer(ctx.escalation)
     current = state.find_open(RULE, RULE, status)
     if current is not None:

@@ -31,7 +31,7 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
         urgency="Immediate" if after_hours else "Expected",
         title=f"{'After hours: ' if after_hours else ''}{WHAT.get(event.type, event.type)} at {ctx.school_name(state.school_id)} ({event.zone})",
         evidence=(evidence_of(event),),
-        status="Exercise" if event.exercise else "Actual",
+        status=event.status,
         zone=event.zone,
         notify=("onsite", "mobile", "command") if after_hours else ("onsite", "command"),
         quiet_close_seconds=cfg.quiet_close_seconds,

@@ -31,7 +31,7 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
         urgency=lifecycle.urgency(severity),
         title=f"Watchlist plate {plate} at {ctx.school_name(state.school_id)} ({event.zone})",
         evidence=(evidence_of(event),),
-        status="Exercise" if event.exercise else "Actual",
+        status=event.status,
         zone=event.zone,
         notify=("onsite", "mobile", "command") if severity == "Extreme" else ("onsite", "command"),
         quiet_close_seconds=cfg.join_seconds,

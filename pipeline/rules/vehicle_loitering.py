@@ -39,7 +39,7 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
     if not plate:
         return state, [], False
     cfg = ctx.rule(SETTINGS, state.school_id)
-    status = "Exercise" if event.exercise else "Actual"
+    status = event.status
     at = event.credible_ts(ctx.max_clock_skew_seconds)
     key = f"{status}/{plate}"
     memory = state.memory.get(SETTINGS) or {}

@@ -57,7 +57,7 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
         urgency=lifecycle.urgency(severity),
         title=f"{what} at {ctx.school_name(state.school_id)} ({event.zone})",
         evidence=(evidence_of(event),),
-        status="Exercise" if event.exercise else "Actual",
+        status=event.status,
         zone=event.zone,
         notify=("onsite", "command"),
         quiet_close_seconds=cfg.quiet_close_seconds,

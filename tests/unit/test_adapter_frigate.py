@@ -9,7 +9,6 @@ property tests feed random JSON and random event sequences.
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 import textwrap
@@ -20,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from device_fixtures import FIXTURES, fixture, fixture_retain
 from pipeline.config import AdaptersConfig, Config, FrigateConfig, Zigbee2MqttConfig
 from pipeline.ingest.bridge import Bridge
 from pipeline.records import EVENT_TYPES, CanonicalEvent, Rejection, iso_utc, parse_ts
@@ -27,7 +27,6 @@ from pipeline.registry import Registry, load_registry
 
 # --- helpers --------------------------------------------------------------------------
 
-FIXTURES = Path(os.environ.get("HUXUE_DEVICE_FIXTURES", Path(__file__).resolve().parents[1] / "fixtures" / "devices"))
 
 R = parse_ts("2026-11-29T07:41:03.250+08:00")  # fixed bridge receive time
 R_ISO = "2026-11-28T23:41:03.250Z"
@@ -91,23 +90,8 @@ def make_bridge(registry: Registry = REG, **frigate: object) -> Bridge:
     return Bridge(Config(adapters=AdaptersConfig(frigate=FrigateConfig(**frigate))), registry)
 
 
-def fixture(name: str) -> tuple[str, bytes]:
-    """(topic, payload) of a verbatim fixture, byte-exact."""
-    topic = (FIXTURES / f"{name}.topic").read_bytes().decode("utf-8")
-    body = FIXTURES / f"{name}.json"
-    if not body.exists():
-        body = FIXTURES / f"{name}.raw"
-    return topic, body.read_bytes()
 
 
-def fixture_retain() -> dict[str, bool]:
-    """The producer's retain flag per fixture, from the README table."""
-    out = {}
-    for line in (FIXTURES / "README.md").read_text(encoding="utf-8").splitlines():
-        m = re.match(r"^\| (\w+)\.(?:json|raw) \| ([^|]+) \| (yes|no) \|", line)
-        if m:
-            out[m.group(1)] = m.group(3) == "yes"
-    return out
 
 
 def dumps(obj) -> bytes:
