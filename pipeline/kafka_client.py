@@ -10,6 +10,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
 from kafka.serializer import Serializer
 
 log = logging.getLogger("huxue.kafka")
@@ -76,6 +77,12 @@ def _partition_counts(a: KafkaAdminClient, names: list[str]) -> dict[str, int]:
         if t.get("error_code", 0) == 0:
             counts[t["name"]] = len(t["partitions"])
     return counts
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2, as the Java client, kafka-python and aiokafka
+    place keys): the partition that owns a school's events, commands and state."""
+    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
 
 
 class Utf8Keys(Serializer):

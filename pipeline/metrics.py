@@ -29,6 +29,9 @@ WORKER_REJECTED = Counter("huxue_worker_commands_rejected", "Commands rejected, 
 WORKER_OPEN = Gauge("huxue_worker_open_incidents", "Open incidents of this worker's schools, by severity", ["severity"])
 WORKER_LATENESS = Histogram("huxue_worker_deadline_lateness_seconds", "How late a deadline stage fired versus due", buckets=LATENCY)
 WORKER_LAG = Gauge("huxue_worker_consumer_lag", "Records not yet processed, by topic", ["topic"])
+WORKER_DLQ = Counter("huxue_worker_dead_lettered", "Inputs and failures the worker dead-lettered, by reason", ["reason"])
+WORKER_RULE_FAILURES = Counter("huxue_worker_rule_failures", "Inputs a rule failed on (the rule's state kept as before), by rule", ["rule"])
+WORKER_FORWARDED = Counter("huxue_worker_forwarded", "Records forwarded to their school's partition (placed by another partitioner), by kind", ["kind"])
 
 # console
 CONSOLE_APPLIED = Counter("huxue_console_records_applied", "Kafka records applied to the history store")

@@ -1,8 +1,11 @@
-"""`huxue worker`: the Faust app. Thin: decode, call the pure engine, send, save.
+"""`huxue worker`: the Faust app. Thin: decode, route, call the pure engine, send, save.
 
 Co-partitioning (faust.md §2): events, commands, alerts and the app's tick topic all
-have `kafka.partitions` partitions and are keyed by school_id with the same murmur2
-partitioner, so one partition owns a school's events, commands and table entry.
+have `kafka.partitions` partitions and are keyed by school_id, placed with murmur2, so
+one partition owns a school's events, commands and table entries. A record that some
+other client placed elsewhere (kcat and confluent-kafka default to CRC32) is forwarded
+to its school's partition before any state is touched: it is then processed there, by
+the school's one writer, with its original timestamp.
 
 One agent reads events, commands and ticks, so each school's state has one writer.
 Ticks are how time enters: a timer on every worker sends an empty record to each of
@@ -12,19 +15,25 @@ only place Faust lets us write tables). Deadlines therefore fire without other t
 and survive restarts: they live in the table (its changelog), not in memory.
 
 Every input is processed with its Kafka timestamp as `now`, so a replay after a crash
-reproduces the same alerts with the same identifiers. Alerts are confirmed by Kafka
-before the state that records them is saved: a crash in between re-emits (same
-identifier), never loses.
+reproduces the same alerts with the same identifiers. The new state is encoded before
+anything is sent (an input that would make it unwritable is dead-lettered and changes
+nothing), alerts are confirmed by Kafka before that state is saved: a crash in between
+re-emits (same identifier), never loses. A send that retrying cannot fix (record too
+large, invalid) dead-letters the input; a stuck worker still stops on SIGTERM within
+`stack.stop_timeout_seconds`, and an agent that dies takes the process with it (exit
+non-zero, for the supervisor to restart).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from typing import Any
 
 import faust
-from kafka.partitioner.default import murmur2
+from aiokafka.errors import CorruptRecordException, MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
 from pipeline import kafka_client, metrics
 from pipeline.config import Config
@@ -32,25 +41,61 @@ from pipeline.records import CanonicalEvent, Command, dumps, iso_utc, loads, par
 from pipeline.registry import Registry
 from pipeline.rules import engine
 from pipeline.rules.incident import school_of
-from pipeline.rules.state import Context, SchoolState
+from pipeline.rules.state import Context
+from pipeline.worker.tables import SchoolTables
 
 log = logging.getLogger("huxue.worker")
 
 TICK_RETENTION_MS = str(3600 * 1000)  # ticks only carry the time; an hour is plenty
+# Send errors that no retry can fix: the input that produced the record is dead-lettered.
+UNSENDABLE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError, CorruptRecordException)
+DLQ_PAYLOAD_BYTES = 256 * 1024  # the head of an input kept in its dead-letter entry
+REPORT_TIMER_FAILURES_EVERY = 60.0  # a timer rule failing at every tick: report once a minute
+EXIT_AGENT_DIED = 70
+EXIT_STOP_TIMEOUT = 71
 
 
-def partition_of(school_id: str, partitions: int) -> int:
-    """The partition of a school's key: Kafka's default (murmur2) partitioner, as every producer here uses."""
-    return (murmur2(school_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
+class Unsendable(Exception):
+    """Kafka refused a record for good (too large, invalid): retrying cannot help."""
 
 
-def create_app(cfg: Config, registry: Registry) -> faust.App:
+class Stopping(BaseException):
+    """The worker is shutting down while a send is still being retried."""
+
+
+class Shutdown:
+    """SIGTERM handling that cannot hang: Faust's warm shutdown waits for the agent to
+    finish its current input, which never happens while a send is retried against a
+    broker that refuses it. On SIGTERM a watchdog starts; past `timeout` it ends the
+    process. Nothing unconfirmed was committed, so the input is processed again after
+    the restart."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.requested = threading.Event()
+
+    def request(self) -> None:
+        if self.requested.is_set():
+            return
+        self.requested.set()
+        timer = threading.Timer(self.timeout, self._expired)
+        timer.daemon = True
+        timer.start()
+
+    def _expired(self) -> None:
+        log.error("worker did not stop in time; exiting", extra={"stop_timeout_s": self.timeout})
+        logging.shutdown()
+        os._exit(EXIT_STOP_TIMEOUT)
+
+
+def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None) -> faust.App:
     topics = cfg.topics
     n = cfg.kafka.partitions
+    shutdown = shutdown or Shutdown(cfg.stack.stop_timeout_seconds)
     ctx = Context(cfg.escalation, registry, cfg.bridge.max_clock_skew_seconds, cfg.rules)
     schools_by_partition: dict[int, list[str]] = {}
     for school_id in registry.schools:
-        schools_by_partition.setdefault(partition_of(school_id, n), []).append(school_id)
+        schools_by_partition.setdefault(kafka_client.partition_for(school_id, n), []).append(school_id)
     app = faust.App(
         cfg.worker.app_id,
         broker=[f"kafka://{h}" for h in cfg.kafka.bootstrap.split(",")],
@@ -72,136 +117,184 @@ def create_app(cfg: Config, registry: Registry) -> faust.App:
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": n}
     inputs = app.topic(topics.events, topics.commands, topics.ticks, **raw)
+    events = app.topic(topics.events, **raw)
+    commands = app.topic(topics.commands, **raw)
     alerts = app.topic(topics.alerts, **raw)
     events_dlq = app.topic(topics.events_dlq, **raw)
     commands_dlq = app.topic(topics.commands_dlq, **raw)
     silences = app.topic(topics.silences, **raw)
     ticks = app.topic(topics.ticks, **raw)
-    # Per school (rules/state.py): its incidents, and each rule's working memory apart
-    # (key "<school>|<rule>"), so a change rewrites only the value it touches.
-    schools = app.Table("schools", default=None, partitions=n)
-    memory = app.Table("memory", default=None, partitions=n)
-    decoded: dict[str, tuple[Any, tuple, SchoolState]] = {}  # school -> (stored values, state)
+    # Per school (rules/state.py, worker/tables.py): its incidents, and each rule's
+    # working memory apart (key "<school>|<rule>"), so a change rewrites only the value
+    # it touches. Values are orjson bytes, encoded by huxue before anything is sent.
+    as_bytes = faust.Schema(key_serializer="json", value_serializer="raw")  # keys as before: JSON strings
+    tables = SchoolTables(
+        app.Table("schools", default=None, partitions=n, schema=as_bytes),
+        app.Table("memory", default=None, partitions=n, schema=as_bytes),
+        engine.MEMORY_KEYS,
+    )
+    timer_failures: dict[tuple[str, str], float] = {}  # (school, rule) -> last reported
 
-    async def deliver(topic: faust.TopicT, key: str | None, value: bytes) -> None:
-        """Send and wait for Kafka's confirmation; on failure retry (stall), never drop."""
+    async def deliver(topic: faust.TopicT, key: str | None, value: bytes, **where: Any) -> None:
+        """Send and wait for Kafka's confirmation. Retriable failures are retried with
+        backoff (never dropped); a record Kafka refuses for good raises Unsendable."""
         delay = 0.5
         while True:
             try:
-                fut = await topic.send(key=key.encode() if key else None, value=value)
+                fut = await topic.send(key=key.encode() if key else None, value=value, **where)
                 await fut
                 return
-            except Exception as exc:  # noqa: BLE001 - any send failure is retried
+            except UNSENDABLE as exc:
+                raise Unsendable(f"{type(exc).__name__}: {exc}; {len(value)} bytes to {topic.get_topic_name()}") from exc
+            except Exception as exc:  # noqa: BLE001 - anything else may pass: retry
+                if shutdown.requested.is_set():
+                    raise Stopping() from exc
                 log.error("send failed, retrying", extra={"topic": topic.get_topic_name(), "error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    def stored(school_id: str) -> tuple[Any, dict[str, Any]]:
-        mem = {k: v for k in engine.MEMORY_KEYS if (v := memory.get(f"{school_id}|{k}")) is not None}
-        return schools.get(school_id), mem
+    async def dead_letter(target: faust.TopicT, key: str | None, reason_code: str, reason: str, now: float, **more: Any) -> None:
+        metrics.WORKER_DLQ.labels(reason_code).inc()
+        entry = {"reason_code": reason_code, "reason": reason[:2000], **more, "received_at": iso_utc(now)}
+        await deliver(target, key, dumps(entry))
 
-    def load(school_id: str, partition: int) -> SchoolState:
-        """The school's state; decoded again only when the stored values changed."""
-        core, mem = stored(school_id)
-        hit = decoded.get(school_id)
-        if hit and hit[0] is core and len(hit[1]) == len(mem) and all(a is b for a, b in zip(hit[1], mem.values())):
-            return hit[2]
-        state = SchoolState.from_dicts(core, mem, school_id, partition)
-        decoded[school_id] = (core, tuple(mem.values()), state)
-        return state
+    def payload_fields(value: bytes | None) -> dict[str, Any]:
+        body = (value or b"")[:DLQ_PAYLOAD_BYTES]
+        fields: dict[str, Any] = {"payload": body.decode("utf-8", "replace")}
+        if value and len(value) > DLQ_PAYLOAD_BYTES:
+            fields.update(payload_truncated=True, payload_size=len(value))
+        return fields
 
-    async def apply(school_id: str, before: SchoolState, outcome: engine.Outcome, now: float) -> None:
-        for alert in outcome.alerts:
-            await deliver(alerts, school_id, dumps(alert.to_dict()))
+    async def apply(school_id: str, before, outcome: engine.Outcome, now: float, origin: dict[str, Any]) -> None:
+        # Encode everything first: an unwritable state or alert raises here, before
+        # anything has been sent, and the input is dead-lettered with nothing changed.
+        writes = tables.prepare(school_id, before, outcome.state)
+        encoded = [(alert, dumps(alert.to_dict())) for alert in outcome.alerts]
+        for alert, value in encoded:
+            await deliver(alerts, school_id, value)
             log.info("alert", extra={"incident": alert.incident_id, "rule": alert.rule, "stage": alert.stage, "status": alert.status})
             metrics.WORKER_ALERTS.labels(alert.rule, metrics.stage_label(alert.stage)).inc()
             if alert.due:
-                metrics.WORKER_LATENESS.observe(max(0.0, parse_ts(alert.sent) - parse_ts(alert.due)))
+                metrics.WORKER_LATENESS.observe(max(0.0, now - parse_ts(alert.due)))
         for notice in outcome.notices:
             await deliver(silences, school_id, dumps(notice.to_dict()))
             log.info("silence", extra={"silence": notice.silence_id, "state": notice.state, "by": notice.ended_by or notice.by})
         for cmd, why in outcome.rejected:
-            entry = {"reason_code": why.reason_code, "reason": why.reason, "command": cmd.to_dict(), "received_at": iso_utc(now)}
-            await deliver(commands_dlq, school_id, dumps(entry))
+            await deliver(commands_dlq, school_id, dumps({"reason_code": why.reason_code, "reason": why.reason, "command": cmd.to_dict(), "received_at": iso_utc(now)}))
             log.info("command rejected", extra={"command": cmd.command, "target": cmd.incident_id or cmd.school_id, "reason_code": why.reason_code})
             metrics.WORKER_REJECTED.labels(why.reason_code).inc()
-        after = outcome.state
-        # Write only the values that changed (states are immutable: identity tells); a
-        # school seen for the first time gets its core written, so ticks know it started.
-        core = schools.get(school_id)
-        if core is None or any(getattr(after, f) is not getattr(before, f) for f in ("incidents", "closed", "applied", "next_seq", "partition")):
-            core = schools[school_id] = after.core_dict()
-        for key in set(before.memory) | set(after.memory):
-            if after.memory.get(key) is not before.memory.get(key):
-                if key in after.memory:
-                    memory[f"{school_id}|{key}"] = after.memory[key]
-                else:
-                    del memory[f"{school_id}|{key}"]
-        decoded[school_id] = (core, tuple(v for k in engine.MEMORY_KEYS if (v := after.memory.get(k)) is not None), after)
+        for failure in getattr(outcome, "failures", ()):
+            metrics.WORKER_RULE_FAILURES.labels(failure.rule).inc()
+            if origin.get("topic") == topics.ticks:
+                last = timer_failures.get((school_id, failure.rule))
+                if last is not None and now - last < REPORT_TIMER_FAILURES_EVERY:
+                    continue
+                timer_failures[(school_id, failure.rule)] = now
+            log.error("rule failed; its state is kept as before", extra={"rule": failure.rule, "school": school_id, "error": failure.error, **origin})
+            await dead_letter(events_dlq, school_id, "rule_error", f"rule {failure.rule} failed: {failure.error}", now, rule=failure.rule, school_id=school_id, **origin)
+        tables.save(writes)
 
-    async def on_event(key: str, value: bytes, partition: int, now: float) -> None:
+    async def forward(topic: faust.TopicT, school_id: str, msg: Any, right: int) -> None:
+        """Re-send a record some other client placed on the wrong partition to its
+        school's partition, keyed by the school and keeping its timestamp."""
+        headers = [*(msg.headers or []), ("huxue.forwarded_from", f"{msg.partition}/{msg.offset}".encode())]
+        await deliver(topic, school_id, msg.value, partition=right, timestamp=msg.timestamp, headers=headers)
+        metrics.WORKER_FORWARDED.labels(kind_of[msg.topic]).inc()
+        log.debug("forwarded", extra={"topic": msg.topic, "from": msg.partition, "to": right, "school": school_id})
+
+    def owner(school_id: str) -> int:
+        return kafka_client.partition_for(school_id, n)
+
+    async def on_event(msg: Any, now: float) -> None:
         try:
-            event = CanonicalEvent.from_dict(loads(value))
+            event = CanonicalEvent.from_dict(loads(msg.value))
             event.ts_epoch, event.received_epoch  # validates both times
+            if not isinstance(event.school_id, str) or not event.school_id:
+                raise ValueError("school_id is missing")
         except (ValueError, TypeError, KeyError) as exc:
-            entry = {"reason_code": "worker_rejected", "reason": f"not a canonical event: {exc}", "payload": value.decode("utf-8", "replace"), "received_at": iso_utc(now)}
-            await deliver(events_dlq, key, dumps(entry))
+            await dead_letter(events_dlq, _key(msg), "worker_rejected", f"not a canonical event: {exc}", now, **payload_fields(msg.value))
             return
-        school_id = key or event.school_id
-        state = load(school_id, partition)
-        await apply(school_id, state, engine.on_event(state, event, now, ctx), now)
+        # The value names the school (the bridge keys by it too; a foreign producer may not).
+        school_id = event.school_id
+        if (right := owner(school_id)) != msg.partition:
+            await forward(events, school_id, msg, right)
+            return
+        state = tables.load(school_id, msg.partition)
+        await apply(school_id, state, engine.on_event(state, event, now, ctx), now, {"topic": msg.topic, "event_id": event.event_id, "device_id": event.device_id})
 
-    async def on_command(key: str, value: bytes, partition: int, now: float) -> None:
+    async def on_command(msg: Any, now: float) -> None:
         try:
-            cmd = Command.from_dict(loads(value))
-        except ValueError as exc:
-            entry = {"reason_code": "invalid_command", "reason": str(exc), "payload": value.decode("utf-8", "replace"), "received_at": iso_utc(now)}
-            await deliver(commands_dlq, key, dumps(entry))
-            log.info("command rejected", extra={"reason_code": "invalid_command", "reason": str(exc)})
+            cmd = Command.from_dict(loads(msg.value))
+        except ValueError as exc:  # orjson's decode error is a ValueError too
+            await dead_letter(commands_dlq, _key(msg) or None, "invalid_command", str(exc), now, **payload_fields(msg.value))
+            log.info("command rejected", extra={"reason_code": "invalid_command", "reason": str(exc)[:200]})
             return
-        school_id = key or cmd.school_id or school_of(cmd.incident_id) or ""
-        state = load(school_id, partition)
-        await apply(school_id, state, engine.on_command(state, cmd, now, ctx), now)
-
-    def due(value: dict | None, now: float) -> bool:
-        return value is not None and (value.get("next_due") or now + 1) <= now
+        # An incident command belongs to the incident's school, whatever key it came with.
+        school_id = (school_of(cmd.incident_id) if cmd.incident_id else None) or cmd.school_id or _key(msg)
+        if not school_id:
+            await dead_letter(commands_dlq, None, "invalid_command", "the command names no school", now, command=cmd.to_dict())
+            return
+        if (right := owner(school_id)) != msg.partition:
+            await forward(commands, school_id, msg, right)
+            return
+        state = tables.load(school_id, msg.partition)
+        await apply(school_id, state, engine.on_command(state, cmd, now, ctx), now, {"topic": msg.topic, "command_id": cmd.command_id})
 
     async def on_tick(partition: int, now: float) -> None:
         # The registry's schools of this partition (so timers start with no traffic at
-        # all) and any other school stored here. Memory tables also hold standby keys:
-        # filter by partition. The stored `next_due` avoids decoding schools not due.
-        here = [k for k, v in list(schools.items()) if v.get("partition") == partition]
-        for school_id in sorted(set(schools_by_partition.get(partition, [])) | set(here)):
-            core, mem = stored(school_id)
-            if core is not None and not due(core, now) and not any((v.get("due") or now + 1) <= now for v in mem.values() if isinstance(v, dict)):
+        # all) and any other school stored here. The tables also hold standby keys and
+        # keys of partitions since lost: keep those this partition owns.
+        stored = [k for k in list(tables.schools.keys()) if owner(k) == partition]
+        for school_id in sorted(set(schools_by_partition.get(partition, ())) | set(stored)):
+            started = tables.has_core(school_id)
+            state = tables.load(school_id, partition)
+            if started and (state.next_due() is None or state.next_due() > now):
                 continue
-            state = load(school_id, partition)
-            await apply(school_id, state, engine.on_tick(state, now, ctx), now)
+            await apply(school_id, state, engine.on_tick(state, now, ctx), now, {"topic": topics.ticks})
 
     processed: dict = {}  # TopicPartition -> next offset, for the lag metric
     kind_of = {topics.events: "event", topics.commands: "command", topics.ticks: "tick"}
 
+    async def handle(msg: Any) -> None:
+        now = msg.timestamp
+        try:
+            if msg.topic == topics.ticks:
+                await on_tick(msg.partition, now)
+            elif msg.topic == topics.commands:
+                await on_command(msg, now)
+            else:
+                await on_event(msg, now)
+        except (Stopping, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one input must never stop the others
+            where = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+            if msg.topic == topics.ticks:
+                log.exception("tick processing failed", extra=where)
+                return
+            unsendable = isinstance(exc, Unsendable)
+            log.error("input dead-lettered", extra={**where, "error": f"{type(exc).__name__}: {exc}"[:300]}, exc_info=not unsendable)
+            target = commands_dlq if msg.topic == topics.commands else events_dlq
+            code = "unsendable" if unsendable else "worker_error"
+            await dead_letter(target, _key(msg) or None, code, f"{type(exc).__name__}: {exc}", now, **where, **payload_fields(msg.value))
+
     @app.agent(inputs, name="process")
     async def process(stream):
-        async for event in stream.events():
-            msg = event.message
-            key = msg.key.decode("utf-8", "replace") if msg.key else ""
-            now = msg.timestamp
-            processed[msg.tp] = msg.offset + 1
-            metrics.WORKER_INPUTS.labels(kind_of.get(msg.topic, "other")).inc()
-            try:
-                if msg.topic == topics.ticks:
-                    await on_tick(msg.partition, now)
-                elif msg.topic == topics.commands:
-                    await on_command(key, msg.value, msg.partition, now)
-                else:
-                    await on_event(key, msg.value, msg.partition, now)
-            except Exception:  # noqa: BLE001 - an exception here would skip the record silently
-                log.exception("processing failed", extra={"topic": msg.topic, "partition": msg.partition, "offset": msg.offset})
-                entry = {"reason_code": "worker_error", "reason": "processing failed; see worker log", "topic": msg.topic, "offset": msg.offset, "received_at": iso_utc(now)}
-                target = commands_dlq if msg.topic == topics.commands else events_dlq
-                if msg.topic != topics.ticks:
-                    await deliver(target, key or None, dumps(entry))
+        try:
+            async for event in stream.events():
+                msg = event.message
+                processed[msg.tp] = msg.offset + 1
+                metrics.WORKER_INPUTS.labels(kind_of.get(msg.topic, "other")).inc()
+                await handle(msg)
+        except Stopping:
+            log.warning("stopping with an input not fully processed; it is processed again after the restart")
+            logging.shutdown()
+            os._exit(EXIT_STOP_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:  # a dead agent must not leave a live process that does nothing
+            log.critical("agent died; exiting so the supervisor restarts the worker", exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_AGENT_DIED)
 
     @app.timer(cfg.worker.tick_seconds)
     async def send_ticks() -> None:
@@ -217,19 +310,19 @@ def create_app(cfg: Config, registry: Registry) -> faust.App:
         try:
             mine = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.events}
             counts = {sev: 0 for sev in ("Extreme", "Severe", "Moderate", "Minor")}
-            for stored in list(schools.values()):
-                if stored.get("partition") in mine:
-                    for inc in stored.get("incidents", {}).values():
-                        counts[inc["severity"]] = counts.get(inc["severity"], 0) + 1
-            for sev, n in counts.items():
-                metrics.WORKER_OPEN.labels(sev).set(n)
+            for state in tables.cached():
+                if owner(state.school_id) in mine:
+                    for inc in state.incidents.values():
+                        counts[inc.severity] = counts.get(inc.severity, 0) + 1
+            for sev, count in counts.items():
+                metrics.WORKER_OPEN.labels(sev).set(count)
             lag: dict[str, int] = {}
             for tp, nxt in list(processed.items()):
                 high = app.consumer.highwater(tp)
                 if high is not None:
                     lag[tp.topic] = lag.get(tp.topic, 0) + max(0, high - nxt)
-            for topic, n in lag.items():
-                metrics.WORKER_LAG.labels(topic).set(n)
+            for topic, count in lag.items():
+                metrics.WORKER_LAG.labels(topic).set(count)
         except Exception:  # noqa: BLE001 - a raising timer would crash the worker
             log.exception("metrics update failed")
 
@@ -242,11 +335,32 @@ def create_app(cfg: Config, registry: Registry) -> faust.App:
     return app
 
 
+def _key(msg: Any) -> str:
+    return msg.key.decode("utf-8", "replace") if msg.key else ""
+
+
+class Worker(faust.Worker):
+    """Faust's worker with a SIGTERM that cannot hang (see Shutdown)."""
+
+    def __init__(self, app: faust.App, shutdown: Shutdown, **kwargs: Any):
+        super().__init__(app, **kwargs)
+        self._huxue_shutdown = shutdown
+
+    def _on_sigterm(self) -> None:
+        self._huxue_shutdown.request()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._huxue_shutdown.request()
+        super()._on_sigint()
+
+
 def run(cfg: Config, registry: Registry) -> None:
     t = cfg.topics
     kafka_client.ensure_topics(cfg.kafka.bootstrap, t.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor)
     kafka_client.ensure_topics(cfg.kafka.bootstrap, [t.ticks], cfg.kafka.partitions, cfg.kafka.replication_factor, configs={"retention.ms": TICK_RETENTION_MS})
     cfg.worker_datadir.mkdir(parents=True, exist_ok=True)
     metrics.serve(cfg.worker.metrics_port)
-    app = create_app(cfg, registry)
-    faust.Worker(app, quiet=True, override_logging=False).execute_from_commandline()
+    shutdown = Shutdown(cfg.stack.stop_timeout_seconds)
+    app = create_app(cfg, registry, shutdown)
+    Worker(app, shutdown, quiet=True, override_logging=False).execute_from_commandline()
