@@ -6,6 +6,8 @@ both brokers are ready again before handing back.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -77,4 +79,28 @@ def test_mosquitto_restart_bridge_reconnects_and_resumes(stack, stack_cfg, workd
         p.wait_flowing()  # the test's own publisher reconnects by itself too
     finally:
         wait_for_mqtt(stack_cfg.mqtt, 30)
+        p.close()
+
+
+def test_worker_stops_on_sigterm_within_the_stop_timeout_while_kafka_is_down(stack, stack_cfg, workdir):
+    """Faust's warm shutdown waits for Kafka; huxue's watchdog bounds it by stop_timeout."""
+    stop_timeout = 6
+    p = Pipeline(stack, workdir, config={"stack": {**stack["stack"], "stop_timeout_seconds": stop_timeout}})
+    kafka = kafka_server.service(stack_cfg)
+    try:
+        p.start()
+        p.press("t31-btn-1")
+        p.wait_stage("t31", "opened")
+        assert kafka.stop(30) == "stopped"
+        p.press("t32-btn-1")  # the bridge holds it; the worker keeps trying to reach Kafka
+        started = time.monotonic()
+        os.killpg(p.worker.proc.pid, signal.SIGTERM)
+        code = p.worker.proc.wait(stop_timeout + 15)
+        took = time.monotonic() - started
+        print(f"worker exited with {code} {took:.1f} s after SIGTERM (stop_timeout {stop_timeout} s)")
+        assert took <= stop_timeout + 5, p.worker.output()[-2000:]
+    finally:
+        if kafka.pid() is None:
+            kafka_server.start(stack_cfg)
+        kafka_client.wait_for_kafka(stack_cfg.kafka.bootstrap, 90)
         p.close()
