@@ -5,7 +5,8 @@ have `kafka.partitions` partitions and are keyed by school_id, placed with murmu
 one partition owns a school's events, commands and table entries. A record that some
 other client placed elsewhere (kcat and confluent-kafka default to CRC32) is forwarded
 to its school's partition before any state is touched: it is then processed there, by
-the school's one writer, with its original timestamp.
+the school's one writer, timed when it was forwarded (so a school's alerts stay in time
+order: a command that was misplaced cannot settle a deadline that already fired).
 
 One agent reads events, commands and ticks, so each school's state has one writer.
 Ticks are how time enters: a timer on every worker sends an empty record to each of
@@ -196,9 +197,9 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
 
     async def forward(topic: faust.TopicT, school_id: str, msg: Any, right: int) -> None:
         """Re-send a record some other client placed on the wrong partition to its
-        school's partition, keyed by the school and keeping its timestamp."""
+        school's partition, keyed by the school."""
         headers = [*(msg.headers or []), ("huxue.forwarded_from", f"{msg.partition}/{msg.offset}".encode())]
-        await deliver(topic, school_id, msg.value, partition=right, timestamp=msg.timestamp, headers=headers)
+        await deliver(topic, school_id, msg.value, partition=right, headers=headers)
         metrics.WORKER_FORWARDED.labels(kind_of[msg.topic]).inc()
         log.debug("forwarded", extra={"topic": msg.topic, "from": msg.partition, "to": right, "school": school_id})
 
