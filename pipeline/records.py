@@ -304,6 +304,9 @@ class Alert:
     held: str = ""
     # Stage `superseded`: the incident that took this one's evidence over.
     superseded_by: str = ""
+    # Evidence items of the incident not in `evidence` (it keeps the first and the latest
+    # within MAX_EVIDENCE items and the alert's size budget); absent when none.
+    evidence_omitted: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v not in ("", None) or k in _ALERT_REQUIRED}

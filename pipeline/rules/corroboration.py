@@ -7,9 +7,9 @@
    reporting `intrusion_types` in one zone within `zone_window_seconds` open a Severe
    incident (certainty Observed); later reports in that zone join it.
 Either way the events' separate perimeter / video incidents are closed as `superseded`.
-Drills only corroborate drills. Memory: {"recent": [sensor event summaries within the
-windows], "keys": {event key: when seen}} (keys kept an hour, so late copies of an event
-redelivered after a bridge outage never count twice).
+Drills only corroborate drills. Memory: {"recent": [the latest MAX_RECENT sensor event
+summaries within the windows], "keys": {event key: when seen}} (keys kept an hour, so
+late copies of an event redelivered after a bridge outage never count twice).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 
 from pipeline.records import Alert, CanonicalEvent, parse_ts
 from pipeline.rules import dispatch, ladder, lifecycle, panic
-from pipeline.rules.incident import evidence_of
+from pipeline.rules.evidence import clip, evidence_of
+from pipeline.rules.rule import Rule, RuleOutcome
 from pipeline.rules.state import Context, SchoolState
 
 SETTINGS = MEMORY = "corroboration"
@@ -26,46 +27,51 @@ RULE = "corroborated"
 SUPERSEDABLE = ("perimeter", "video_behaviour")
 KEEP_KEYS_SECONDS = 3600
 MAX_KEYS = 500
+MAX_RECENT = 50  # sensor events kept within the windows (a burst keeps its latest)
 
 
-def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> tuple[SchoolState, list[Alert], bool]:
-    cfg = ctx.rule(SETTINGS, state.school_id)
-    horizon = max(cfg.window_seconds, cfg.zone_window_seconds)
-    at = event.credible_ts(ctx.max_clock_skew_seconds)
-    memory = state.memory.get(SETTINGS) or {}
-    recent = [r for r in memory.get("recent", []) if now - r["seen"] <= horizon]
-    if event.type == "panic.pressed":
-        status = event.status
-        matches = [r for r in recent if r["type"] in cfg.types and r["status"] == status and abs(at - r["at"]) <= cfg.window_seconds]
-        state, alerts = _corroborate_panic(state, [r["evidence"] for r in matches], status, now, ctx)
-        return state, alerts, False
-    if event.type not in cfg.types and event.type not in cfg.intrusion_types:
-        return state, [], False
-    key = event.key
-    keys = {k: t for k, t in memory.get("keys", {}).items() if now - t <= KEEP_KEYS_SECONDS}
-    if key in keys:  # a redelivered copy
-        return state, [], True
-    keys[key] = now
-    if len(keys) > MAX_KEYS:
-        keys = dict(sorted(keys.items(), key=lambda kv: kv[1])[-MAX_KEYS:])
-    device = ctx.registry.device(event.device_id)
-    item = {
-        "key": key, "device": event.device_id, "kind": device.kind if device else event.kind, "zone": event.zone,
-        "type": event.type, "at": at, "seen": now, "status": event.status, "evidence": evidence_of(event),
-    }
-    recent.append(item)
-    state = state.remember(SETTINGS, {"recent": recent, "keys": keys})
-    alerts: list[Alert] = []
-    claims = False
-    press = state.find_open(panic.RULE, panic.RULE, item["status"])
-    if event.type in cfg.types and press and _near_a_press(press, at, cfg.window_seconds):
-        state, alerts = _corroborate_panic(state, [item["evidence"]], item["status"], now, ctx)
-        claims = True
-    if event.type in cfg.intrusion_types:
-        state, more, zone_claims = _zone(state, item, recent, now, ctx, cfg)
-        alerts += more
-        claims = claims or zone_claims
-    return state, alerts, claims
+class Corroboration(Rule):
+    name = RULE
+    memory = MEMORY
+    settings = SETTINGS
+
+    def on_event(self, state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> RuleOutcome:
+        cfg = ctx.rule(SETTINGS, state.school_id)
+        horizon = max(cfg.window_seconds, cfg.zone_window_seconds)
+        at = event.credible_ts(ctx.max_clock_skew_seconds)
+        memory = state.memory.get(SETTINGS) or {}
+        recent = [r for r in memory.get("recent", []) if now - r["seen"] <= horizon]
+        if event.type == "panic.pressed":
+            status = event.status
+            matches = [r for r in recent if r["type"] in cfg.types and r["status"] == status and abs(at - r["at"]) <= cfg.window_seconds]
+            return RuleOutcome(*_corroborate_panic(state, [r["evidence"] for r in matches], status, now, ctx))
+        if event.type not in cfg.types and event.type not in cfg.intrusion_types:
+            return RuleOutcome(state)
+        key = event.key
+        keys = {k: t for k, t in memory.get("keys", {}).items() if now - t <= KEEP_KEYS_SECONDS}
+        if key in keys:  # a redelivered copy
+            return RuleOutcome(state, claimed=True)
+        keys[key] = now
+        if len(keys) > MAX_KEYS:
+            keys = dict(sorted(keys.items(), key=lambda kv: kv[1])[-MAX_KEYS:])
+        device = ctx.registry.device(event.device_id)
+        item = {
+            "key": key, "device": event.device_id, "kind": device.kind if device else event.kind, "zone": clip(event.zone),
+            "type": event.type, "at": at, "seen": now, "status": event.status, "evidence": evidence_of(event),
+        }
+        recent = (recent + [item])[-MAX_RECENT:]
+        state = state.remember(SETTINGS, {"recent": recent, "keys": keys})
+        alerts: list[Alert] = []
+        claims = False
+        press = state.find_open(panic.RULE, panic.RULE, item["status"])
+        if event.type in cfg.types and press and _near_a_press(press, at, cfg.window_seconds):
+            state, alerts = _corroborate_panic(state, [item["evidence"]], item["status"], now, ctx)
+            claims = True
+        if event.type in cfg.intrusion_types:
+            state, more, zone_claims = _zone(state, item, recent, now, ctx, cfg)
+            alerts += more
+            claims = claims or zone_claims
+        return RuleOutcome(state, alerts, claimed=claims)
 
 
 def _near_a_press(press, at: float, window: float) -> bool:

@@ -18,7 +18,8 @@ from __future__ import annotations
 from pipeline.records import Alert, CanonicalEvent, iso_utc
 from pipeline.registry import Device
 from pipeline.rules import dispatch, lifecycle
-from pipeline.rules.incident import evidence_of
+from pipeline.rules.evidence import evidence_of
+from pipeline.rules.rule import Rule, RuleOutcome
 from pipeline.rules.state import Context, SchoolState
 
 SETTINGS = NAME = RULE = MEMORY = "device_health"
@@ -77,48 +78,53 @@ def _store(state: SchoolState, mem: dict, now: float, ctx: Context) -> SchoolSta
     return state.remember(NAME, {**mem, "due": min(dues) if dues else None})
 
 
-def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> tuple[SchoolState, list[Alert], bool]:
-    device = ctx.registry.device(event.device_id)
-    if device is None or device.school != state.school_id:
-        return state, [], False
-    cfg = ctx.rule(SETTINGS, state.school_id)
-    mem = _memory(state, now)
-    watched = device.kind in cfg.heartbeat_kinds
-    if watched:
-        mem = {**mem, "last_seen": {**mem["last_seen"], device.id: now}, "absent": [d for d in mem["absent"] if d != device.id]}
-    status = event.status
-    alerts: list[Alert] = []
-    if event.type == "device.offline":
-        state, alerts = _raise(state, device, "offline", evidence_of(event), status, now, ctx)
-    else:
-        state, alerts = _close(state, device.id, ("absent", "offline"), now)
-    if event.type == "device.tamper":
-        state, more = _raise(state, device, "tamper", evidence_of(event), status, now, ctx)
-        alerts += more
-    battery = event.attrs.get("battery") if event.type == "device.heartbeat" else None
-    if isinstance(battery, (int, float)):
-        if battery < cfg.battery_low_percent:
-            state, more = _raise(state, device, "battery", evidence_of(event), status, now, ctx)
+class DeviceHealth(Rule):
+    name = RULE
+    memory = MEMORY
+    settings = SETTINGS
+
+    def on_event(self, state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> RuleOutcome:
+        device = ctx.registry.device(event.device_id)
+        if device is None or device.school != state.school_id:
+            return RuleOutcome(state)
+        cfg = ctx.rule(SETTINGS, state.school_id)
+        mem = _memory(state, now)
+        watched = device.kind in cfg.heartbeat_kinds
+        if watched:
+            mem = {**mem, "last_seen": {**mem["last_seen"], device.id: now}, "absent": [d for d in mem["absent"] if d != device.id]}
+        status = event.status
+        alerts: list[Alert] = []
+        if event.type == "device.offline":
+            state, alerts = _raise(state, device, "offline", evidence_of(event), status, now, ctx)
         else:
-            state, more = _close(state, device.id, ("battery",), now)
-        alerts += more
-    if not watched and not alerts:
-        return state, [], False  # nothing to remember: no state write for every camera event
-    return _store(state, mem, now, ctx), alerts, False
+            state, alerts = _close(state, device.id, ("absent", "offline"), now)
+        if event.type == "device.tamper":
+            state, more = _raise(state, device, "tamper", evidence_of(event), status, now, ctx)
+            alerts += more
+        battery = event.attrs.get("battery") if event.type == "device.heartbeat" else None
+        if isinstance(battery, (int, float)):
+            if battery < cfg.battery_low_percent:
+                state, more = _raise(state, device, "battery", evidence_of(event), status, now, ctx)
+            else:
+                state, more = _close(state, device.id, ("battery",), now)
+            alerts += more
+        if not watched and not alerts:
+            return RuleOutcome(state)  # nothing to remember: no state write for every camera event
+        return RuleOutcome(_store(state, mem, now, ctx), alerts)
 
 
-def on_time(state: SchoolState, now: float, ctx: Context) -> tuple[SchoolState, list[Alert], list]:
-    """Raise for every watched device silent for longer than the timeout."""
-    cfg = ctx.rule(SETTINGS, state.school_id)
-    mem = _memory(state, now)
-    alerts: list[Alert] = []
-    for device in ctx.registry.devices_of(state.school_id):
-        if device.kind not in cfg.heartbeat_kinds:
-            continue
-        seen = mem["last_seen"].get(device.id, mem["since"])
-        if now - seen >= cfg.heartbeat_timeout_seconds and device.id not in mem["absent"]:
-            evidence = {"event_id": f"absent-since-{int(seen)}", "device_id": device.id, "type": "device.absent", "zone": device.zone, "ts": iso_utc(seen)}
-            state, out = _raise(state, device, "absent", evidence, "Actual", now, ctx)
-            alerts += out
-            mem = {**mem, "absent": mem["absent"] + [device.id]}
-    return _store(state, mem, now, ctx), alerts, []
+    def on_time(self, state: SchoolState, now: float, ctx: Context) -> RuleOutcome:
+        """Raise for every watched device silent for longer than the timeout."""
+        cfg = ctx.rule(SETTINGS, state.school_id)
+        mem = _memory(state, now)
+        alerts: list[Alert] = []
+        for device in ctx.registry.devices_of(state.school_id):
+            if device.kind not in cfg.heartbeat_kinds:
+                continue
+            seen = mem["last_seen"].get(device.id, mem["since"])
+            if now - seen >= cfg.heartbeat_timeout_seconds and device.id not in mem["absent"]:
+                evidence = {"event_id": f"absent-since-{int(seen)}", "device_id": device.id, "type": "device.absent", "zone": device.zone, "ts": iso_utc(seen)}
+                state, out = _raise(state, device, "absent", evidence, "Actual", now, ctx)
+                alerts += out
+                mem = {**mem, "absent": mem["absent"] + [device.id]}
+        return RuleOutcome(_store(state, mem, now, ctx), alerts)

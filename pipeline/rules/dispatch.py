@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
-from pipeline.records import Alert
+from pipeline.records import SEVERITIES, Alert
 from pipeline.rules import flood, lifecycle, lockdown, silences
+from pipeline.rules.evidence import clip
 from pipeline.rules.lifecycle import Describe, Raise
 from pipeline.rules.state import Context, SchoolState
 
@@ -30,7 +31,7 @@ def raise_incident(state: SchoolState, r: Raise, now: float, ctx: Context, descr
     return lifecycle.create(state, r, now, ctx, held=held, describe_fn=describe_fn)
 
 
-RANK = {"Minor": 0, "Moderate": 1, "Severe": 2, "Extreme": 3}
+RANK = {severity: n for n, severity in enumerate(reversed(SEVERITIES))}  # Minor 0 .. Extreme 3: higher is worse
 
 
 def raise_or_join(state: SchoolState, r: Raise, now: float, ctx: Context) -> tuple[SchoolState, list[Alert]]:
@@ -44,5 +45,5 @@ def raise_or_join(state: SchoolState, r: Raise, now: float, ctx: Context) -> tup
         return raise_incident(state, r, now, ctx)
     upgrade = {}
     if RANK[r.severity] > RANK[current.severity]:
-        upgrade = {"severity": r.severity, "urgency": r.urgency, "notify": r.notify, "title": r.title}
+        upgrade = {"severity": r.severity, "urgency": r.urgency, "notify": r.notify, "title": clip(r.title, lifecycle.MAX_TITLE)}
     return lifecycle.add_evidence(state, current, [r.evidence[0]], now, **upgrade)

@@ -1,20 +1,26 @@
 """Routes one input (event, command or clock tick) for one school through the rules.
 
-Pure: `(state, input, now) -> Outcome(state, alerts, rejected, notices)`. `now` is the
-input's Kafka timestamp, so replaying the same input after a crash reproduces the same
-output (same alert identifiers). Whatever is due (deadline stages, rule timers) fires
-before any input is applied, so a command that arrives after a deadline cannot hide
-the escalation it came too late for.
+Pure: `(state, input, now) -> Outcome(state, alerts, rejected, notices, failures)`. `now`
+is the input's Kafka timestamp, so replaying the same input after a crash reproduces the
+same output (same alert identifiers). Whatever is due (deadline stages, rule timers)
+fires before any input is applied, so a command that arrives after a deadline cannot
+hide the escalation it came too late for.
 
-Event rules run in this order; a rule may *claim* an event (its evidence went into an
-incident), and the rules that would raise a separate incident for it (perimeter, video
-behaviour) then leave it alone.
+Every rule is a `rule.Rule`, listed once in RULES; events go through them in this order.
+A rule may *claim* an event (its evidence went into an incident), and the rules that would
+raise a separate incident for it (perimeter, video behaviour) then leave it alone.
+
+Failures are isolated: a rule, a deadline stage or a command that raises leaves the
+school's state as it was before that step, every other step still runs (panic and the
+ladder above all), and the failure is reported in `Outcome.failures` for the worker to
+log, count and dead-letter.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, TypeVar
 
 from pipeline.records import INCIDENT_COMMANDS, Alert, CanonicalEvent, Command, SilenceNotice
 from pipeline.rules import (
@@ -34,30 +40,37 @@ from pipeline.rules import (
     video_behaviour,
 )
 from pipeline.rules.incident import Incident
+from pipeline.rules.rule import CommandRejected, Rule, RuleFailure, RuleOutcome, command_key
 from pipeline.rules.state import Context, SchoolState
 
-EVENT_RULES = (
-    panic,
-    corroboration,  # before perimeter and video_behaviour: it may claim their events
-    face_watchlist,
-    plate_watchlist,
-    vehicle_loitering,
-    perimeter,
-    video_behaviour,
-    device_health,
-    post_staffing,
+RULES: tuple[Rule, ...] = (
+    panic.Panic(),
+    corroboration.Corroboration(),  # before perimeter and video_behaviour: it may claim their events
+    face_watchlist.FaceWatchlist(),
+    plate_watchlist.PlateWatchlist(),
+    vehicle_loitering.VehicleLoitering(),
+    perimeter.Perimeter(),
+    video_behaviour.VideoBehaviour(),
+    device_health.DeviceHealth(),
+    post_staffing.PostStaffing(),
+    silences.Silences(),
+    lockdown.Lockdown(),
+    flood.Flood(),
 )
-TIMED = (device_health, post_staffing, silences, flood)
 # every rule that keeps working memory, by its key (the worker stores each apart)
-MEMORY_KEYS = tuple(m.MEMORY for m in (corroboration, vehicle_loitering, device_health, post_staffing, silences, lockdown, flood))
+MEMORY_KEYS = tuple(r.memory for r in RULES if r.memory)
+LADDER = "ladder"  # what deadline stages and incident commands report failures as
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Outcome:
     state: SchoolState
     alerts: list[Alert] = field(default_factory=list)
-    rejected: list[tuple[Command, ladder.CommandRejected]] = field(default_factory=list)
+    rejected: list[tuple[Command, CommandRejected]] = field(default_factory=list)
     notices: list[SilenceNotice] = field(default_factory=list)
+    failures: list[RuleFailure] = field(default_factory=list)
 
 
 def describer(inc: Incident, ctx: Context) -> lifecycle.Describe:
@@ -65,87 +78,104 @@ def describer(inc: Incident, ctx: Context) -> lifecycle.Describe:
 
 
 def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context) -> Outcome:
-    state, alerts, notices = run_due(state.pruned(now), now, ctx)
+    due = run_due(state.pruned(now), now, ctx)
+    state = due.state
     if event.key in state.applied:  # redelivered: already part of the state
-        return Outcome(state, alerts, notices=notices)
+        return due
+    alerts: list[Alert] = []
+    notices: list[SilenceNotice] = []
+    failures = list(due.failures)
     claimed = False
-    new: list[Alert] = []
-    for rule in EVENT_RULES:
-        settings = getattr(rule, "SETTINGS", None)
-        if settings and not ctx.rule(settings, state.school_id).enabled:
+    for rule in _routes(RULES)[0]:
+        if not _enabled(rule, state, ctx):
             continue
-        state, out, claims = rule.on_event(state, event, now, ctx, claimed)
-        new += out
-        claimed = claimed or claims
-    if new:
+        out = _attempt(rule.name, failures, rule.on_event, state, event, now, ctx, claimed)
+        if out is not None:
+            state, claimed = out.state, claimed or out.claimed
+            alerts += out.alerts
+            notices += out.notices
+    if alerts:
         state = state.mark_applied(event.key, now)
-    return Outcome(state, alerts + new, notices=notices)
+    return Outcome(state, due.alerts + alerts, notices=due.notices + notices, failures=failures)
 
 
 def on_command(state: SchoolState, cmd: Command, now: float, ctx: Context) -> Outcome:
-    state, alerts, notices = run_due(state.pruned(now), now, ctx)
+    due = run_due(state.pruned(now), now, ctx)
+    state = due.state
     key = command_key(cmd)
     if key in state.applied:
-        return Outcome(state, alerts, notices=notices)
+        return due
     if cmd.command in INCIDENT_COMMANDS:
-        result = _incident_command(state, cmd, now, ctx)
+        name, apply = LADDER, _incident_command
     elif cmd.command in ("silence", "unsilence"):
-        result = silences.on_command(state, cmd, now, ctx)
+        name, apply = silences.NAME, silences.on_command
     else:
-        result = lockdown.on_command(state, cmd, now, ctx)
-    if isinstance(result, ladder.CommandRejected):
-        return Outcome(state, alerts, [(cmd, result)], notices)
-    state, produced = result
-    state = state.mark_applied(key, now)
-    if produced and isinstance(produced[0], SilenceNotice):
-        return Outcome(state, alerts, notices=notices + produced)
-    return Outcome(state, alerts + produced, notices=notices)
+        name, apply = lockdown.NAME, lockdown.on_command
+    failures = list(due.failures)
+    result = _attempt(name, failures, apply, state, cmd, now, ctx)
+    if result is None:
+        return replace(due, failures=failures)
+    if isinstance(result, CommandRejected):
+        return replace(due, rejected=[(cmd, result)])
+    return Outcome(result.state.mark_applied(key, now), due.alerts + result.alerts, notices=due.notices + result.notices, failures=failures)
 
 
-def _incident_command(state: SchoolState, cmd: Command, now: float, ctx: Context) -> tuple[SchoolState, list[Alert]] | ladder.CommandRejected:
+def _incident_command(state: SchoolState, cmd: Command, now: float, ctx: Context) -> RuleOutcome | CommandRejected:
     inc = state.incidents.get(cmd.incident_id)
     if inc is None:
         if cmd.incident_id in state.closed:
             stage = state.closed[cmd.incident_id][0]
-            return ladder.CommandRejected("incident_closed", f"{cmd.incident_id} is already closed ({stage})")
-        return ladder.CommandRejected("unknown_incident", f"no incident {cmd.incident_id} at school {state.school_id}")
+            return CommandRejected("incident_closed", f"{cmd.incident_id} is already closed ({stage})")
+        return CommandRejected("unknown_incident", f"no incident {cmd.incident_id} at school {state.school_id}")
     result = ladder.apply_command(inc, cmd, now, ctx.escalation, describer(inc, ctx))
-    if isinstance(result, ladder.CommandRejected):
+    if isinstance(result, CommandRejected):
         return result
     inc, alerts = result
-    return state.put(inc), alerts
+    return RuleOutcome(state.put(inc), alerts)
 
 
 def on_tick(state: SchoolState, now: float, ctx: Context) -> Outcome:
-    state, alerts, notices = run_due(state.pruned(now), now, ctx)
-    return Outcome(state, alerts, notices=notices)
+    return run_due(state.pruned(now), now, ctx)
 
 
-def run_due(state: SchoolState, now: float, ctx: Context) -> tuple[SchoolState, list[Alert], list[SilenceNotice]]:
+def run_due(state: SchoolState, now: float, ctx: Context) -> Outcome:
     """Fire due incident deadlines, then the timers of the rules that keep time."""
     alerts: list[Alert] = []
+    notices: list[SilenceNotice] = []
+    failures: list[RuleFailure] = []
     due = [i for i in state.incidents.values() if (ladder.next_due(i) or now + 1) <= now]
     for inc in sorted(due, key=lambda i: ladder.next_due(i) or 0):
-        inc, fired = ladder.fire_due(inc, now, ctx.escalation, describer(inc, ctx))
-        state = state.put(inc)
-        alerts.extend(fired)
-    notices: list[SilenceNotice] = []
-    for rule in TIMED:
-        memory = state.memory.get(rule.MEMORY)
+        fired = _attempt(LADDER, failures, ladder.fire_due, inc, now, ctx.escalation, describer(inc, ctx))
+        if fired is not None:
+            state = state.put(fired[0])
+            alerts += fired[1]
+    for rule in _routes(RULES)[1]:
+        memory = state.memory.get(rule.memory) if rule.memory else None
         # never run yet (first sight of the school), or its timer is due
-        if memory is None or (memory.get("due") is not None and memory["due"] <= now):
-            settings = getattr(rule, "SETTINGS", None)
-            if settings and not ctx.rule(settings, state.school_id).enabled:
-                continue
-            state, fired, told = rule.on_time(state, now, ctx)
-            alerts.extend(fired)
-            notices.extend(told)
-    return state, alerts, notices
+        if (memory is None or (memory.get("due") is not None and memory["due"] <= now)) and _enabled(rule, state, ctx):
+            out = _attempt(rule.name, failures, rule.on_time, state, now, ctx)
+            if out is not None:
+                state = out.state
+                alerts += out.alerts
+                notices += out.notices
+    return Outcome(state, alerts, notices=notices, failures=failures)
 
 
-def command_key(cmd: Command) -> str:
-    """A command's identity for de-duplication: its id, or a digest of its content."""
-    if cmd.command_id:
-        return f"cmd/{cmd.command_id}"
-    digest = hashlib.sha1(f"{cmd.command}|{cmd.incident_id}|{cmd.school_id}|{cmd.silence_id}|{cmd.by}|{cmd.at}".encode()).hexdigest()[:16]
-    return f"cmd/{digest}"
+def _enabled(rule: Rule, state: SchoolState, ctx: Context) -> bool:
+    return rule.settings is None or ctx.rule(rule.settings, state.school_id).enabled
+
+
+@functools.cache
+def _routes(rules: tuple[Rule, ...]) -> tuple[tuple[Rule, ...], tuple[Rule, ...]]:
+    """(the rules that take events, the rules that keep time): those that override `Rule`'s
+    do-nothing default, in RULES order (skipping the others saves work on every input)."""
+    return tuple(r for r in rules if type(r).on_event is not Rule.on_event), tuple(r for r in rules if type(r).on_time is not Rule.on_time)
+
+
+def _attempt(name: str, failures: list[RuleFailure], step: Callable[..., T], *args: Any) -> T | None:
+    """`step(*args)`, or None with its failure recorded: the caller keeps the state it had."""
+    try:
+        return step(*args)
+    except Exception as exc:  # noqa: BLE001 - one rule's bug must not silence the others
+        failures.append(RuleFailure.of(name, exc))
+        return None

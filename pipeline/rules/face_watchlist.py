@@ -9,35 +9,40 @@ within `join_seconds` join it; it closes itself (`expired`) that long after the 
 
 from __future__ import annotations
 
-from pipeline.records import Alert, CanonicalEvent
+from pipeline.records import CanonicalEvent
 from pipeline.rules import dispatch, lifecycle
-from pipeline.rules.incident import evidence_of
+from pipeline.rules.evidence import clip, evidence_of
+from pipeline.rules.rule import Rule, RuleOutcome
 from pipeline.rules.state import Context, SchoolState
 
 SETTINGS = RULE = "face_watchlist"
 
 
-def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> tuple[SchoolState, list[Alert], bool]:
-    if event.type != "face.match":
-        return state, [], False
-    cfg = ctx.rule(SETTINGS, state.school_id)
-    category = event.attrs.get("watchlist")
-    severity = cfg.categories.get(category) if isinstance(category, str) else None
-    similarity = event.attrs.get("similarity", 1.0)
-    if severity is None or similarity < cfg.min_similarity:
-        return state, [], False
-    person = str(event.attrs.get("person_ref") or "unknown person")
-    spec = lifecycle.Raise(
-        rule=RULE,
-        key=f"{category}/{person}",
-        severity=severity,
-        urgency=lifecycle.urgency(severity),
-        title=f"Watchlist face ({category}: {person}, similarity {similarity:.2f}) at {ctx.school_name(state.school_id)} ({event.zone})",
-        evidence=(evidence_of(event),),
-        status=event.status,
-        zone=event.zone,
-        notify=("onsite", "mobile", "command") if severity == "Extreme" else ("onsite", "command"),
-        quiet_close_seconds=cfg.join_seconds,
-    )
-    state, alerts = dispatch.raise_or_join(state, spec, now, ctx)
-    return state, alerts, False
+class FaceWatchlist(Rule):
+    name = RULE
+    settings = SETTINGS
+
+    def on_event(self, state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> RuleOutcome:
+        if event.type != "face.match":
+            return RuleOutcome(state)
+        cfg = ctx.rule(SETTINGS, state.school_id)
+        category = event.attrs.get("watchlist")
+        severity = cfg.categories.get(category) if isinstance(category, str) else None
+        similarity = event.attrs.get("similarity", 1.0)
+        if severity is None or similarity < cfg.min_similarity:
+            return RuleOutcome(state)
+        person = clip(str(event.attrs.get("person_ref") or "unknown person"))  # it keys the incident
+        spec = lifecycle.Raise(
+            rule=RULE,
+            key=f"{category}/{person}",
+            severity=severity,
+            urgency=lifecycle.urgency(severity),
+            title=f"Watchlist face ({category}: {person}, similarity {similarity:.2f}) at {ctx.school_name(state.school_id)} ({event.zone})",
+            evidence=(evidence_of(event),),
+            status=event.status,
+            zone=event.zone,
+            notify=("onsite", "mobile", "command") if severity == "Extreme" else ("onsite", "command"),
+            quiet_close_seconds=cfg.join_seconds,
+        )
+        state, alerts = dispatch.raise_or_join(state, spec, now, ctx)
+        return RuleOutcome(state, alerts)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pipeline.records import Alert
 from pipeline.rules import lifecycle
+from pipeline.rules.evidence import clip
 from pipeline.rules.lifecycle import Raise
+from pipeline.rules.rule import Rule, RuleOutcome
 from pipeline.rules.state import Context, SchoolState
 
 SETTINGS = NAME = MEMORY = "flood"
@@ -40,7 +42,7 @@ def admit(state: SchoolState, r: Raise, now: float, ctx: Context) -> tuple[Schoo
     state = _store(state, raised, cfg.window_seconds)
     if len(raised[r.status]) <= cfg.max_incidents or r.severity not in FOLDABLE:
         return state, [], False
-    item = {**r.evidence[0], "rule": r.rule, "severity": r.severity, "headline": r.title}
+    item = {**r.evidence[0], "rule": r.rule, "severity": r.severity, "headline": clip(r.title, lifecycle.MAX_TITLE)}
     summary = state.find_open(NAME, NAME, r.status)
     if summary:
         state, alerts = lifecycle.add_evidence(state, summary, [item], now)
@@ -54,14 +56,19 @@ def admit(state: SchoolState, r: Raise, now: float, ctx: Context) -> tuple[Schoo
     return _store(state, raised, cfg.window_seconds), alerts, True
 
 
-def on_time(state: SchoolState, now: float, ctx: Context) -> tuple[SchoolState, list[Alert], list]:
-    if NAME not in state.memory:
-        return state, [], []
-    cfg = ctx.rule(NAME, state.school_id)
-    raised = _raised(state, now, cfg.window_seconds)
-    alerts: list[Alert] = []
-    for summary in [i for i in state.incidents.values() if i.rule == NAME]:
-        if len(raised.get(summary.status, [])) <= cfg.max_incidents:
-            state, closed = lifecycle.close(state, summary, "ended", now)
-            alerts += closed
-    return _store(state, raised, cfg.window_seconds), alerts, []
+class Flood(Rule):
+    name = NAME
+    memory = MEMORY
+    settings = SETTINGS
+
+    def on_time(self, state: SchoolState, now: float, ctx: Context) -> RuleOutcome:
+        if NAME not in state.memory:
+            return RuleOutcome(state)
+        cfg = ctx.rule(NAME, state.school_id)
+        raised = _raised(state, now, cfg.window_seconds)
+        alerts: list[Alert] = []
+        for summary in [i for i in state.incidents.values() if i.rule == NAME]:
+            if len(raised.get(summary.status, [])) <= cfg.max_incidents:
+                state, closed = lifecycle.close(state, summary, "ended", now)
+                alerts += closed
+        return RuleOutcome(_store(state, raised, cfg.window_seconds), alerts)

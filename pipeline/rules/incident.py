@@ -1,49 +1,45 @@
 """An incident and the alert messages it emits. Pure data, no clock of its own.
 
-Every alert carries a deterministic identifier `<incident_id>/<n>` (n = 1, 2, ... in
-emission order), so replaying the same input after a crash re-emits the same
-identifiers and consumers de-duplicate on them.
+Incident ids are `inc-<school-local date>-<school>-<seq>-<h>`: `seq` counts the school's
+incidents and `h` (6 hex digits) is a digest of what opened it (rule, key, status, time,
+trigger), so a sequence number reused after lost state cannot name a different incident.
+Every alert carries the identifier `<incident_id>/<stage>`: an incident emits each stage at
+most once, and replaying the same input after a crash re-emits the same identifier, on
+which consumers de-duplicate.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pipeline.records import Alert, CanonicalEvent, iso_utc
+from pipeline.records import Alert, iso_utc
+from pipeline.rules.evidence import MAX_EVIDENCE, clip, fit, size  # noqa: F401 (MAX_EVIDENCE: re-exported)
 
-INCIDENT_ID = re.compile(r"^inc-(\d{8})-(.+)-(\d{4,})$")
-MAX_EVIDENCE = 50
+# new ids end in the cause digest; ids of earlier versions end in the sequence number
+INCIDENT_ID = re.compile(r"^inc-(\d{8})-(.+)-(\d{4,})-([0-9a-f]{6})$")
+OLD_INCIDENT_ID = re.compile(r"^inc-(\d{8})-(.+)-(\d{4,})$")
+ALERT_BUDGET = 64 * 1024  # bytes of an alert's JSON; evidence gives way (evidence_omitted)
+EVIDENCE_BUDGET = 48 * 1024  # bytes of evidence an open incident keeps in the state
+MAX_HEADLINE = 512
+MAX_NOTE = 1024
 
 
-def incident_id_for(school_id: str, seq: int, opened_at: float, tz: str) -> str:
-    """`inc-<local date>-<school>-<seq>`: readable, and the school (the Kafka key of a
-    command) can be read back from it by `school_of`."""
+def incident_id_for(school_id: str, seq: int, opened_at: float, tz: str, cause: str) -> str:
+    """`inc-<local date>-<school>-<seq>-<digest of cause>`: readable, unique, and the
+    school (the Kafka key of a command) can be read back from it by `school_of`."""
     day = datetime.fromtimestamp(opened_at, tz=ZoneInfo(tz)).strftime("%Y%m%d")
-    return f"inc-{day}-{school_id}-{seq:04d}"
+    return f"inc-{day}-{school_id}-{seq:04d}-{hashlib.sha1(cause.encode()).hexdigest()[:6]}"
 
 
 def school_of(incident_id: str) -> str | None:
-    m = INCIDENT_ID.match(incident_id)
+    """The school of an incident id, new format or old (commands may name old incidents)."""
+    m = INCIDENT_ID.match(incident_id) or OLD_INCIDENT_ID.match(incident_id)
     return m.group(2) if m else None
-
-
-def evidence_of(event: CanonicalEvent) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "event_id": event.event_id,
-        "device_id": event.device_id,
-        "type": event.type,
-        "ts": event.ts,
-        "zone": event.zone,
-    }
-    if event.attrs:
-        item["attrs"] = event.attrs
-    if event.media:
-        item["media"] = event.media
-    return item
 
 
 @dataclass(frozen=True)
@@ -57,10 +53,10 @@ class Incident:
     certainty: str
     zone: str
     opened_at: float
-    evidence: tuple[dict[str, Any], ...] = ()  # capped at MAX_EVIDENCE: first and latest
-    evidence_total: int = 1  # items ever attached, including those trimmed by the cap
+    evidence: tuple[dict[str, Any], ...] = ()  # the first and the latest (evidence.fit)
+    evidence_total: int = 1  # items ever attached, including those trimmed
     stages: tuple[str, ...] = ()  # emitted, in order; each at most once
-    messages: int = 0  # alerts emitted so far
+    messages: int = 0  # alerts emitted so far (identifiers no longer count them)
     deadlines: dict[str, float] = field(default_factory=dict)  # pending stage -> due (epoch s)
     acked_at: float | None = None
     acked_by: str = ""
@@ -84,9 +80,7 @@ class Incident:
         return self.closed_at is None
 
     def with_evidence(self, item: dict[str, Any], now: float) -> Incident:
-        ev = self.evidence + (item,)
-        if len(ev) > MAX_EVIDENCE:
-            ev = ev[:1] + ev[-(MAX_EVIDENCE - 1):]  # keep the first and the latest
+        ev = fit(self.evidence + (item,), EVIDENCE_BUDGET)
         return replace(self, evidence=ev, evidence_total=self.evidence_total + 1, last_evidence_at=max(self.last_evidence_at, now))
 
     def emit(
@@ -103,10 +97,11 @@ class Incident:
         due: float | None = None,
         superseded_by: str = "",
     ) -> tuple[Incident, Alert]:
-        """Record `stage` as emitted and build its alert."""
-        n = self.messages + 1
+        """Record `stage` as emitted and build its alert (within ALERT_BUDGET)."""
+        if stage in self.stages:  # its identifier would name two different alerts
+            raise ValueError(f"{self.incident_id} already emitted stage {stage!r}")
         alert = Alert(
-            identifier=f"{self.incident_id}/{n}",
+            identifier=f"{self.incident_id}/{stage}",
             incident_id=self.incident_id,
             sent=iso_utc(now),
             status=self.status,
@@ -117,20 +112,27 @@ class Incident:
             severity=self.severity,
             urgency=self.urgency,
             certainty=self.certainty,
-            headline=("[DRILL] " if self.status == "Exercise" else "") + headline,
+            headline=clip(("[DRILL] " if self.status == "Exercise" else "") + headline, MAX_HEADLINE),
             notify=[] if self.held else list(self.notify),
             evidence=list(self.evidence),
             deadlines=deadlines or {},
-            zone=self.zone,
+            zone=clip(self.zone),
             onset=iso_utc(self.opened_at),
-            by=by,
-            command_id=command_id,
-            note=note,
+            by=clip(by),
+            command_id=clip(command_id),
+            note=clip(note, MAX_NOTE),
             due=iso_utc(due) if due is not None else "",
             held=self.held,
             superseded_by=superseded_by,
         )
-        return replace(self, messages=n, stages=self.stages + (stage,)), alert
+        total = size(alert)
+        if total > ALERT_BUDGET:
+            kept = fit(self.evidence, ALERT_BUDGET - (total - size(alert.evidence)))
+            alert = replace(alert, evidence=list(kept))
+        omitted = self.evidence_total - len(alert.evidence)
+        if omitted > 0:
+            alert = replace(alert, evidence_omitted=omitted)
+        return replace(self, messages=self.messages + 1, stages=self.stages + (stage,)), alert
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

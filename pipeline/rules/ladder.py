@@ -15,21 +15,17 @@ it closes them. Times are epoch seconds supplied by the caller.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from pipeline.config import EscalationConfig
 from pipeline.records import Alert, Command, iso_utc
+from pipeline.rules.evidence import clip
 from pipeline.rules.incident import Incident
 from pipeline.rules.lifecycle import Describe
+from pipeline.rules.rule import CommandRejected
 
 LADDER = ("onsite_overdue", "mobile_late", "mobile_overdue")
 SETTLED_BY = {"onsite_overdue": ("ack", "arrive"), "mobile_late": ("arrive",), "mobile_overdue": ("arrive",)}
-
-
-@dataclass(frozen=True)
-class CommandRejected:
-    reason_code: str
-    reason: str
 
 
 def schedule(opened_at: float, esc: EscalationConfig) -> dict[str, float]:
@@ -84,13 +80,13 @@ def apply_command(inc: Incident, cmd: Command, now: float, esc: EscalationConfig
     if cmd.command == "ack":
         if inc.acked_at is not None:
             return CommandRejected("already_acknowledged", f"{inc.incident_id} was acknowledged by {inc.acked_by}")
-        inc = replace(inc, acked_at=now, acked_by=cmd.by, deadlines=_settle(inc, "ack"))
+        inc = replace(inc, acked_at=now, acked_by=clip(cmd.by), deadlines=_settle(inc, "ack"))
         inc, alert = inc.emit("acknowledged", "Update", now, describe(inc, "acknowledged", cmd.by), **common)
         return inc, [alert]
     if cmd.command == "arrive":
         if inc.arrived_at is not None:
             return CommandRejected("already_arrived", f"{inc.incident_id}: arrival was reported by {inc.arrived_by}")
-        inc = replace(inc, arrived_at=now, arrived_by=cmd.by, deadlines=_settle(inc, "arrive"))
+        inc = replace(inc, arrived_at=now, arrived_by=clip(cmd.by), deadlines=_settle(inc, "arrive"))
         inc, alert = inc.emit("arrived", "Update", now, describe(inc, "arrived", cmd.by), **common)
         return inc, [alert]
     stage = "resolved" if cmd.command == "resolve" else "false_alarm"

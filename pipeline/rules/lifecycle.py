@@ -9,9 +9,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from pipeline.records import Alert
-from pipeline.rules.incident import Incident
+from pipeline.rules.evidence import clip, fit
+from pipeline.rules.incident import EVIDENCE_BUDGET, Incident
 from pipeline.rules.state import Context, SchoolState
 
+MAX_TITLE = 384  # characters: titles quote inputs (zones, person refs, reasons)
 # (incident, stage, who) -> headline; each rule may describe its own stages
 Describe = Callable[[Incident, str, str], str]
 
@@ -63,13 +65,19 @@ class Raise:
     deadlines_view: dict[str, str] = field(default_factory=dict)  # shown in the alerts
     silenceable: bool = True  # False for panic and for panic-button health
     foldable: bool = True  # False for panic: never folded by flood control
+    cause: str = ""  # what opened it when not an event (a command's key); default: the trigger
+
+    def cause_of(self, opened_at: float) -> str:
+        """What goes into the incident id's digest: a reused sequence number stays unique."""
+        trigger = self.cause or f"{self.evidence[0].get('device_id', '')}/{self.evidence[0].get('event_id', '')}"
+        return f"{self.rule}|{self.key}|{self.status}|{opened_at!r}|{trigger}"
 
 
 def create(
     state: SchoolState, r: Raise, now: float, ctx: Context, held: str = "", describe_fn: Describe = describe, by: str = "", command_id: str = ""
 ) -> tuple[SchoolState, list[Alert]]:
     opened_at = now if r.opened_at is None else r.opened_at
-    state, iid = state.new_incident_id(opened_at, ctx.school_tz(state.school_id))
+    state, iid = state.new_incident_id(opened_at, ctx.school_tz(state.school_id), r.cause_of(opened_at))
     deadlines = dict(r.deadlines)
     if r.quiet_close_seconds:
         deadlines["expired"] = now + r.quiet_close_seconds
@@ -83,11 +91,11 @@ def create(
         certainty=r.certainty,
         zone=r.zone,
         opened_at=opened_at,
-        evidence=tuple(r.evidence),
+        evidence=fit(tuple(r.evidence), EVIDENCE_BUDGET),
         evidence_total=len(r.evidence),
         deadlines=deadlines,
         notify=r.notify,
-        title=r.title,
+        title=clip(r.title, MAX_TITLE),
         key=r.key,
         held=held,
         last_evidence_at=now,

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pipeline.records import Alert, Command
+from pipeline.records import Command
 from pipeline.rules import lifecycle
-from pipeline.rules.ladder import CommandRejected
+from pipeline.rules.evidence import clip
+from pipeline.rules.rule import CommandRejected, Rule, RuleOutcome, command_key
 from pipeline.rules.state import Context, SchoolState
 
 NAME = MEMORY = "lockdown"
+MAX_REASON = 1024  # characters of the operator's reason kept in the evidence
 
 
 def current(state: SchoolState, status: str) -> str | None:
@@ -26,7 +28,12 @@ def current(state: SchoolState, status: str) -> str | None:
     return iid if iid in state.incidents else None
 
 
-def on_command(state: SchoolState, cmd: Command, now: float, ctx: Context) -> tuple[SchoolState, list[Alert]] | CommandRejected:
+class Lockdown(Rule):
+    name = NAME
+    memory = MEMORY  # commands only: no events, no timers, cannot be switched off
+
+
+def on_command(state: SchoolState, cmd: Command, now: float, ctx: Context) -> RuleOutcome | CommandRejected:
     status = "Exercise" if cmd.exercise else "Actual"
     iid = current(state, status)
     memory = {k: v for k, v in (state.memory.get(NAME) or {}).items() if v in state.incidents}
@@ -43,13 +50,14 @@ def on_command(state: SchoolState, cmd: Command, now: float, ctx: Context) -> tu
             certainty="Observed",
             notify=("onsite", "mobile", "command"),
             title=f"LOCKDOWN at {ctx.school_name(state.school_id)}: {cmd.reason} (ordered by {cmd.by})",
-            evidence=({"command": "lockdown", "by": cmd.by, "reason": cmd.reason, "command_id": cmd.command_id},),
+            evidence=({"command": "lockdown", "by": clip(cmd.by), "reason": clip(cmd.reason, MAX_REASON), "command_id": clip(cmd.command_id)},),
             status=status,
             silenceable=False,
             foldable=False,
+            cause=command_key(cmd),
         )
         state, alerts = lifecycle.create(state, raise_, now, ctx, by=cmd.by, command_id=cmd.command_id)
-        return state.remember(NAME, {**memory, status: alerts[0].incident_id}), alerts
+        return RuleOutcome(state.remember(NAME, {**memory, status: alerts[0].incident_id}), alerts)
     if not iid:
         return CommandRejected("not_locked_down", f"school {state.school_id} is not locked down" + (" (drill)" if cmd.exercise else ""))
     state, alerts = lifecycle.close(state, state.incidents[iid], "lifted", now, by=cmd.by, note=cmd.note or cmd.reason, command_id=cmd.command_id)
@@ -57,4 +65,4 @@ def on_command(state: SchoolState, cmd: Command, now: float, ctx: Context) -> tu
         if inc.held == NAME and inc.status == status:
             state = state.put(replace(inc, held=""))  # released: later updates notify again
     rest = {k: v for k, v in memory.items() if k != status}
-    return state.remember(NAME, rest or None), alerts
+    return RuleOutcome(state.remember(NAME, rest or None), alerts)

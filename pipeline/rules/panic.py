@@ -12,7 +12,9 @@ from __future__ import annotations
 from pipeline.config import EscalationConfig
 from pipeline.records import Alert, CanonicalEvent
 from pipeline.rules import dispatch, ladder, lifecycle
-from pipeline.rules.incident import Incident, evidence_of, local_clock
+from pipeline.rules.evidence import evidence_of
+from pipeline.rules.incident import Incident, local_clock
+from pipeline.rules.rule import Rule, RuleOutcome
 from pipeline.rules.state import Context, SchoolState
 
 RULE = "panic"
@@ -46,9 +48,11 @@ def describer(esc: EscalationConfig) -> lifecycle.Describe:
     return describe
 
 
-def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool = False) -> tuple[SchoolState, list[Alert], bool]:
-    state, alerts = _press(state, event, now, ctx) if event.type == "panic.pressed" else (state, [])
-    return state, alerts, False
+class Panic(Rule):
+    name = RULE
+
+    def on_event(self, state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> RuleOutcome:
+        return RuleOutcome(*_press(state, event, now, ctx)) if event.type == "panic.pressed" else RuleOutcome(state)
 
 
 def _press(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context) -> tuple[SchoolState, list[Alert]]:

@@ -7,34 +7,39 @@ spaces or separators) -> incident with that severity. Further reads within
 
 from __future__ import annotations
 
-from pipeline.records import Alert, CanonicalEvent
+from pipeline.records import CanonicalEvent
 from pipeline.rules import dispatch, lifecycle
-from pipeline.rules.incident import evidence_of
+from pipeline.rules.evidence import evidence_of
+from pipeline.rules.rule import Rule, RuleOutcome
 from pipeline.rules.settings import normalise_plate
 from pipeline.rules.state import Context, SchoolState
 
 SETTINGS = RULE = "plate_watchlist"
 
 
-def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> tuple[SchoolState, list[Alert], bool]:
-    if event.type != "plate.read":
-        return state, [], False
-    cfg = ctx.rule(SETTINGS, state.school_id)
-    plate = normalise_plate(str(event.attrs.get("plate", "")))
-    severity = next((sev for listed, sev in cfg.plates.items() if normalise_plate(listed) == plate), None)
-    if severity is None:
-        return state, [], False
-    spec = lifecycle.Raise(
-        rule=RULE,
-        key=plate,
-        severity=severity,
-        urgency=lifecycle.urgency(severity),
-        title=f"Watchlist plate {plate} at {ctx.school_name(state.school_id)} ({event.zone})",
-        evidence=(evidence_of(event),),
-        status=event.status,
-        zone=event.zone,
-        notify=("onsite", "mobile", "command") if severity == "Extreme" else ("onsite", "command"),
-        quiet_close_seconds=cfg.join_seconds,
-    )
-    state, alerts = dispatch.raise_or_join(state, spec, now, ctx)
-    return state, alerts, False
+class PlateWatchlist(Rule):
+    name = RULE
+    settings = SETTINGS
+
+    def on_event(self, state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> RuleOutcome:
+        if event.type != "plate.read":
+            return RuleOutcome(state)
+        cfg = ctx.rule(SETTINGS, state.school_id)
+        plate = normalise_plate(str(event.attrs.get("plate", "")))
+        severity = next((sev for listed, sev in cfg.plates.items() if normalise_plate(listed) == plate), None)
+        if severity is None:
+            return RuleOutcome(state)
+        spec = lifecycle.Raise(
+            rule=RULE,
+            key=plate,
+            severity=severity,
+            urgency=lifecycle.urgency(severity),
+            title=f"Watchlist plate {plate} at {ctx.school_name(state.school_id)} ({event.zone})",
+            evidence=(evidence_of(event),),
+            status=event.status,
+            zone=event.zone,
+            notify=("onsite", "mobile", "command") if severity == "Extreme" else ("onsite", "command"),
+            quiet_close_seconds=cfg.join_seconds,
+        )
+        state, alerts = dispatch.raise_or_join(state, spec, now, ctx)
+        return RuleOutcome(state, alerts)

@@ -17,9 +17,12 @@ from __future__ import annotations
 from pipeline.records import Alert, CanonicalEvent, iso_utc
 from pipeline.registry import Post
 from pipeline.rules import calendar, dispatch, lifecycle
+from pipeline.rules.evidence import clip, evidence_of
+from pipeline.rules.rule import Rule, RuleOutcome
 from pipeline.rules.state import Context, SchoolState
 
 SETTINGS = NAME = RULE = MEMORY = "post_staffing"
+MAX_OFFICERS = 64  # per post and window: a roster is input-driven, so it is bounded
 
 
 def _memory(state: SchoolState) -> dict:
@@ -79,47 +82,54 @@ def _store(state: SchoolState, mem: dict, now: float, ctx: Context) -> SchoolSta
     return state.remember(NAME, {**mem, "due": due})
 
 
-def on_time(state: SchoolState, now: float, ctx: Context) -> tuple[SchoolState, list[Alert], list]:
-    school = ctx.school(state.school_id)
-    mem = _memory(state)
-    alerts: list[Alert] = []
-    if mem["window"] and now >= mem["window"][1]:
-        state, alerts = _close_all(state, "window_ended", now)
-        mem = {"roster": {}, "window": None, "checked": None}
-    current = calendar.window_at(school, now) if school else None
-    if current and mem["window"] is None:
-        mem = {**mem, "window": list(current)}
-    cfg = ctx.rule(SETTINGS, state.school_id)
-    window = mem["window"]
-    if window and mem["checked"] != window[0] and now >= window[0] + cfg.grace_seconds:
-        mem = {**mem, "checked": window[0]}
-        for post in _posts(ctx, state.school_id):
-            trigger = {"event_id": f"check-{int(window[0])}-{post.id}", "type": "post.check", "post_id": post.id, "ts": iso_utc(now)}
-            state, out = _short(state, post, mem, now, ctx, trigger)
+class PostStaffing(Rule):
+    name = RULE
+    memory = MEMORY
+    settings = SETTINGS
+
+    def on_time(self, state: SchoolState, now: float, ctx: Context) -> RuleOutcome:
+        school = ctx.school(state.school_id)
+        mem = _memory(state)
+        alerts: list[Alert] = []
+        if mem["window"] and now >= mem["window"][1]:
+            state, alerts = _close_all(state, "window_ended", now)
+            mem = {"roster": {}, "window": None, "checked": None}
+        current = calendar.window_at(school, now) if school else None
+        if current and mem["window"] is None:
+            mem = {**mem, "window": list(current)}
+        cfg = ctx.rule(SETTINGS, state.school_id)
+        window = mem["window"]
+        if window and mem["checked"] != window[0] and now >= window[0] + cfg.grace_seconds:
+            mem = {**mem, "checked": window[0]}
+            for post in _posts(ctx, state.school_id):
+                trigger = {"event_id": f"check-{int(window[0])}-{post.id}", "type": "post.check", "post_id": post.id, "ts": iso_utc(now)}
+                state, out = _short(state, post, mem, now, ctx, trigger)
+                alerts += out
+        return RuleOutcome(_store(state, mem, now, ctx), alerts)
+
+    def on_event(self, state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> RuleOutcome:
+        if event.type not in ("guard.checkin", "guard.checkout") or event.exercise:
+            return RuleOutcome(state)
+        post_id, officer = str(event.attrs.get("post_id", "")), clip(str(event.attrs.get("officer_id", "")))
+        post = next((p for p in _posts(ctx, state.school_id) if p.id == post_id), None)
+        if post is None:
+            return RuleOutcome(state)
+        rolled = self.on_time(state, now, ctx)  # roll the window first if it turned
+        state, alerts = rolled.state, rolled.alerts
+        mem = _memory(state)
+        roster = dict(mem["roster"].get(post_id, {}))
+        at = event.credible_ts(ctx.max_clock_skew_seconds)
+        if officer in roster and roster[officer][1] > at:
+            return RuleOutcome(state, alerts)  # older than what we know of this officer (late or redelivered)
+        roster[officer] = [event.type == "guard.checkin", at]
+        if len(roster) > MAX_OFFICERS:
+            roster = dict(sorted(roster.items(), key=lambda kv: kv[1][1])[-MAX_OFFICERS:])  # the latest reports
+        mem = {**mem, "roster": {**mem["roster"], post_id: roster}}
+        if _on_duty(mem, post_id) >= post.required_officers:
+            state, out = _close_all(state, "restored", now, {post_id})
             alerts += out
-    return _store(state, mem, now, ctx), alerts, []
-
-
-def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> tuple[SchoolState, list[Alert], bool]:
-    if event.type not in ("guard.checkin", "guard.checkout") or event.exercise:
-        return state, [], False
-    post_id, officer = str(event.attrs.get("post_id", "")), str(event.attrs.get("officer_id", ""))
-    post = next((p for p in _posts(ctx, state.school_id) if p.id == post_id), None)
-    if post is None:
-        return state, [], False
-    state, alerts, _ = on_time(state, now, ctx)  # roll the window first if it turned
-    mem = _memory(state)
-    roster = dict(mem["roster"].get(post_id, {}))
-    at = event.credible_ts(ctx.max_clock_skew_seconds)
-    if officer in roster and roster[officer][1] > at:
-        return state, alerts, False  # older than what we know of this officer (late or redelivered)
-    roster[officer] = [event.type == "guard.checkin", at]
-    mem = {**mem, "roster": {**mem["roster"], post_id: roster}}
-    if _on_duty(mem, post_id) >= post.required_officers:
-        state, out = _close_all(state, "restored", now, {post_id})
-        alerts += out
-    elif mem["window"] and mem["checked"] == mem["window"][0]:
-        # past this window's check: a post left short raises now
-        state, out = _short(state, post, mem, now, ctx, {"event_id": event.event_id, "device_id": event.device_id, "type": event.type, "ts": event.ts, "attrs": event.attrs})
-        alerts += out
-    return _store(state, mem, now, ctx), alerts, False
+        elif mem["window"] and mem["checked"] == mem["window"][0]:
+            # past this window's check: a post left short raises now
+            state, out = _short(state, post, mem, now, ctx, evidence_of(event))
+            alerts += out
+        return RuleOutcome(_store(state, mem, now, ctx), alerts)

@@ -9,10 +9,12 @@ Memory: {"active": [silence...], "seq": n, "due": earliest end}.
 from __future__ import annotations
 
 from pipeline.records import Command, SilenceNotice, iso_utc, parse_ts
-from pipeline.rules.ladder import CommandRejected
+from pipeline.rules.evidence import clip
+from pipeline.rules.rule import CommandRejected, Rule, RuleOutcome
 from pipeline.rules.state import Context, SchoolState
 
 NAME = MEMORY = "silence"
+MAX_REASON = 1024  # characters of an operator's reason kept
 
 
 def _memory(state: SchoolState) -> dict:
@@ -52,14 +54,14 @@ def _store(state: SchoolState, mem: dict) -> SchoolState:
     return state.remember(NAME, {**mem, "due": min(ends) if ends else None})
 
 
-def on_command(state: SchoolState, cmd: Command, now: float, ctx: Context) -> tuple[SchoolState, list[SilenceNotice]] | CommandRejected:
+def on_command(state: SchoolState, cmd: Command, now: float, ctx: Context) -> RuleOutcome | CommandRejected:
     mem = _memory(state)
     if cmd.command == "unsilence":
         match = next((s for s in mem["active"] if s["id"] == cmd.silence_id), None)
         if match is None:
             return CommandRejected("unknown_silence", f"no active silence {cmd.silence_id} at school {state.school_id}")
         state = _store(state, {**mem, "active": [s for s in mem["active"] if s is not match]})
-        return state, [_notice(state, match, now, "ended", ended_by=cmd.by)]
+        return RuleOutcome(state, notices=[_notice(state, match, now, "ended", ended_by=clip(cmd.by))])
 
     if not cmd.reason:
         return CommandRejected("missing_reason", "a silence needs a reason")
@@ -81,21 +83,24 @@ def on_command(state: SchoolState, cmd: Command, now: float, ctx: Context) -> tu
         return CommandRejected("invalid_duration", f"a silence must end in the future and within {limit:g} s")
     seq = mem["seq"] + 1
     silence = {
-        "id": f"sil-{state.school_id}-{seq:04d}", "scope": dict(cmd.scope), "reason": cmd.reason, "by": cmd.by,
-        "starts": now, "ends": ends, "command_id": cmd.command_id, "suppressed": 0,
+        "id": f"sil-{state.school_id}-{seq:04d}", "scope": {k: clip(v) for k, v in cmd.scope.items()}, "reason": clip(cmd.reason, MAX_REASON),
+        "by": clip(cmd.by), "starts": now, "ends": ends, "command_id": clip(cmd.command_id), "suppressed": 0,
     }
     state = _store(state, {**mem, "seq": seq, "active": mem["active"] + [silence]})
-    return state, [_notice(state, silence, now, "active")]
+    return RuleOutcome(state, notices=[_notice(state, silence, now, "active")])
 
 
-def on_time(state: SchoolState, now: float, ctx: Context) -> tuple[SchoolState, list, list[SilenceNotice]]:
-    """Silences past their end are over: publish that, forget them."""
-    mem = state.memory.get(NAME)
-    if not mem:
-        return state, [], []
-    ended = [s for s in mem["active"] if s["ends"] <= now]
-    if not ended:
-        return state, [], []
-    state = _store(state, {**mem, "active": [s for s in mem["active"] if s["ends"] > now]})
-    return state, [], [_notice(state, s, now, "ended", ended_by="expiry") for s in ended]
+class Silences(Rule):
+    name = NAME
+    memory = MEMORY  # no `settings`: silences cannot be switched off
 
+    def on_time(self, state: SchoolState, now: float, ctx: Context) -> RuleOutcome:
+        """Silences past their end are over: publish that, forget them."""
+        mem = state.memory.get(NAME)
+        if not mem:
+            return RuleOutcome(state)
+        ended = [s for s in mem["active"] if s["ends"] <= now]
+        if not ended:
+            return RuleOutcome(state)
+        state = _store(state, {**mem, "active": [s for s in mem["active"] if s["ends"] > now]})
+        return RuleOutcome(state, notices=[_notice(state, s, now, "ended", ended_by="expiry") for s in ended])

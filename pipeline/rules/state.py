@@ -75,8 +75,9 @@ class SchoolState:
                 return inc
         return None
 
-    def new_incident_id(self, opened_at: float, tz: str) -> tuple[SchoolState, str]:
-        iid = incident_id_for(self.school_id, self.next_seq, opened_at, tz)
+    def new_incident_id(self, opened_at: float, tz: str, cause: str) -> tuple[SchoolState, str]:
+        """The next incident id; `cause` (what opened it) goes into its digest."""
+        iid = incident_id_for(self.school_id, self.next_seq, opened_at, tz, cause)
         return replace(self, next_seq=self.next_seq + 1), iid
 
     def put(self, inc: Incident) -> SchoolState:

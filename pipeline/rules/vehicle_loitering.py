@@ -12,9 +12,10 @@ can still complete a burst; at most MAX_READS per plate).
 
 from __future__ import annotations
 
-from pipeline.records import Alert, CanonicalEvent, iso_utc
+from pipeline.records import CanonicalEvent, iso_utc
 from pipeline.rules import calendar, dispatch, lifecycle
-from pipeline.rules.incident import evidence_of
+from pipeline.rules.evidence import clip, evidence_of
+from pipeline.rules.rule import Rule, RuleOutcome
 from pipeline.rules.settings import normalise_plate
 from pipeline.rules.state import Context, SchoolState
 
@@ -32,53 +33,58 @@ def _burst(reads: list[list], need: int, window: float, key: str) -> list[list] 
     return None
 
 
-def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> tuple[SchoolState, list[Alert], bool]:
-    if event.type != "plate.read":
-        return state, [], False
-    plate = normalise_plate(str(event.attrs.get("plate", "")))
-    if not plate:
-        return state, [], False
-    cfg = ctx.rule(SETTINGS, state.school_id)
-    status = event.status
-    at = event.credible_ts(ctx.max_clock_skew_seconds)
-    key = f"{status}/{plate}"
-    memory = state.memory.get(SETTINGS) or {}
-    stored = memory.get("plates", {})
-    reads = stored.get(key, [])
-    if any(k == event.key for _, k in reads):  # a redelivered copy
-        return state, [], False
-    reads = sorted(reads + [[at, event.key]])
-    newest = reads[-1][0]
-    keep = cfg.window_seconds + ctx.max_clock_skew_seconds
-    reads = [r for r in reads if newest - r[0] <= keep][-MAX_READS:]
-    pruned = memory.get("pruned", 0.0)
-    if now - pruned >= 60:  # forget plates gone quiet, at most once a minute
-        plates = {k: v for k, v in stored.items() if at - v[-1][0] <= keep}
-        pruned = now
-    else:
-        plates = dict(stored)
-    plates[key] = reads
-    state = state.remember(SETTINGS, {"plates": plates, "pruned": pruned})
-    burst = _burst(reads, cfg.min_reads, cfg.window_seconds, event.key) if any(k == event.key for _, k in reads) else None
-    if burst is None:
-        return state, [], False
-    school = ctx.school(state.school_id)
-    in_window = bool(school and calendar.window_at(school, at))
-    severity = cfg.severity_in_windows if in_window else cfg.severity
-    spec = lifecycle.Raise(
-        rule=RULE,
-        key=plate,
-        severity=severity,
-        title=f"Vehicle {plate} loitering at {ctx.school_name(state.school_id)}: {len(burst)} reads in {cfg.window_seconds / 60:g} min"
-        + (" during drop-off/pick-up" if in_window else ""),
-        # this read in full, then the other reads of the burst as far as memory keeps them
-        evidence=(evidence_of(event),) + tuple(_earlier(plate, t, k) for t, k in burst if k != event.key),
-        status=status,
-        zone=event.zone,
-        quiet_close_seconds=cfg.quiet_close_seconds,
-    )
-    state, alerts = dispatch.raise_or_join(state, spec, now, ctx)
-    return state, alerts, False
+class VehicleLoitering(Rule):
+    name = RULE
+    memory = MEMORY
+    settings = SETTINGS
+
+    def on_event(self, state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> RuleOutcome:
+        if event.type != "plate.read":
+            return RuleOutcome(state)
+        plate = clip(normalise_plate(str(event.attrs.get("plate", ""))))  # it keys memory and the incident
+        if not plate:
+            return RuleOutcome(state)
+        cfg = ctx.rule(SETTINGS, state.school_id)
+        status = event.status
+        at = event.credible_ts(ctx.max_clock_skew_seconds)
+        key = f"{status}/{plate}"
+        memory = state.memory.get(SETTINGS) or {}
+        stored = memory.get("plates", {})
+        reads = stored.get(key, [])
+        if any(k == event.key for _, k in reads):  # a redelivered copy
+            return RuleOutcome(state)
+        reads = sorted(reads + [[at, event.key]])
+        newest = reads[-1][0]
+        keep = cfg.window_seconds + ctx.max_clock_skew_seconds
+        reads = [r for r in reads if newest - r[0] <= keep][-MAX_READS:]
+        pruned = memory.get("pruned", 0.0)
+        if now - pruned >= 60:  # forget plates gone quiet, at most once a minute
+            plates = {k: v for k, v in stored.items() if at - v[-1][0] <= keep}
+            pruned = now
+        else:
+            plates = dict(stored)
+        plates[key] = reads
+        state = state.remember(SETTINGS, {"plates": plates, "pruned": pruned})
+        burst = _burst(reads, cfg.min_reads, cfg.window_seconds, event.key) if any(k == event.key for _, k in reads) else None
+        if burst is None:
+            return RuleOutcome(state)
+        school = ctx.school(state.school_id)
+        in_window = bool(school and calendar.window_at(school, at))
+        severity = cfg.severity_in_windows if in_window else cfg.severity
+        spec = lifecycle.Raise(
+            rule=RULE,
+            key=plate,
+            severity=severity,
+            title=f"Vehicle {plate} loitering at {ctx.school_name(state.school_id)}: {len(burst)} reads in {cfg.window_seconds / 60:g} min"
+            + (" during drop-off/pick-up" if in_window else ""),
+            # this read in full, then the other reads of the burst as far as memory keeps them
+            evidence=(evidence_of(event),) + tuple(_earlier(plate, t, k) for t, k in burst if k != event.key),
+            status=status,
+            zone=event.zone,
+            quiet_close_seconds=cfg.quiet_close_seconds,
+        )
+        state, alerts = dispatch.raise_or_join(state, spec, now, ctx)
+        return RuleOutcome(state, alerts)
 
 
 def _earlier(plate: str, at: float, key: str) -> dict:

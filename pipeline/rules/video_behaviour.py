@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from fnmatch import fnmatch
 
-from pipeline.records import Alert, CanonicalEvent
+from pipeline.records import CanonicalEvent
 from pipeline.rules import calendar, dispatch, lifecycle
-from pipeline.rules.incident import evidence_of
+from pipeline.rules.evidence import evidence_of
+from pipeline.rules.rule import Rule, RuleOutcome
 from pipeline.rules.state import Context, SchoolState
 
 SETTINGS = RULE = "video_behaviour"
@@ -42,25 +43,29 @@ def _classify(event: CanonicalEvent, ctx: Context, school_id: str, cfg) -> tuple
     return None
 
 
-def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> tuple[SchoolState, list[Alert], bool]:
-    if not event.type.startswith("video.") or claimed:
-        return state, [], False
-    cfg = ctx.rule(SETTINGS, state.school_id)
-    found = _classify(event, ctx, state.school_id, cfg)
-    if found is None:
-        return state, [], False
-    group, severity, what = found
-    spec = lifecycle.Raise(
-        rule=RULE,
-        key=f"{group}/{event.zone}",
-        severity=severity,
-        urgency=lifecycle.urgency(severity),
-        title=f"{what} at {ctx.school_name(state.school_id)} ({event.zone})",
-        evidence=(evidence_of(event),),
-        status=event.status,
-        zone=event.zone,
-        notify=("onsite", "command"),
-        quiet_close_seconds=cfg.quiet_close_seconds,
-    )
-    state, alerts = dispatch.raise_or_join(state, spec, now, ctx)
-    return state, alerts, False
+class VideoBehaviour(Rule):
+    name = RULE
+    settings = SETTINGS
+
+    def on_event(self, state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> RuleOutcome:
+        if not event.type.startswith("video.") or claimed:
+            return RuleOutcome(state)
+        cfg = ctx.rule(SETTINGS, state.school_id)
+        found = _classify(event, ctx, state.school_id, cfg)
+        if found is None:
+            return RuleOutcome(state)
+        group, severity, what = found
+        spec = lifecycle.Raise(
+            rule=RULE,
+            key=f"{group}/{event.zone}",
+            severity=severity,
+            urgency=lifecycle.urgency(severity),
+            title=f"{what} at {ctx.school_name(state.school_id)} ({event.zone})",
+            evidence=(evidence_of(event),),
+            status=event.status,
+            zone=event.zone,
+            notify=("onsite", "command"),
+            quiet_close_seconds=cfg.quiet_close_seconds,
+        )
+        state, alerts = dispatch.raise_or_join(state, spec, now, ctx)
+        return RuleOutcome(state, alerts)

@@ -38,7 +38,7 @@ def test_press_opens_incident_with_contract_fields(pipe):
     assert alert["rule"] == "panic"
     assert alert["severity"] == "Extreme" and alert["urgency"] == "Immediate"
     assert alert["notify"] == ["onsite", "mobile", "command"]
-    assert alert["identifier"] == f"{alert['incident_id']}/1"
+    assert alert["identifier"] == f"{alert['incident_id']}/opened"
     assert alert["incident_id"].startswith("inc-") and "-t01-" in alert["incident_id"]
     assert [e["event_id"] for e in alert["evidence"]] == [press["event_id"]]
     assert alert["evidence"][0]["device_id"] == "t01-btn-1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -293,7 +294,7 @@ def test_command_at_is_empty_or_a_readable_timestamp(at):
 
 def test_alert_to_dict_keeps_required_fields_even_when_empty():
     a = Alert(
-        identifier="inc-x/1",
+        identifier="inc-x/opened",
         incident_id="inc-x",
         sent="2026-11-28T23:41:03.300Z",
         status="Actual",
@@ -312,8 +313,11 @@ def test_alert_to_dict_keeps_required_fields_even_when_empty():
     for name in ("identifier", "incident_id", "sent", "status", "msgType", "school_id", "rule", "stage", "severity", "evidence"):
         assert name in d
     assert d["sender"] == "huxue"
-    assert "by" not in d and "due" not in d and "note" not in d
+    assert "by" not in d and "due" not in d and "note" not in d and "evidence_omitted" not in d
     assert Alert.from_dict({**d, "unknown": 1}) == a
+    trimmed = dataclasses.replace(a, evidence_omitted=3)
+    assert trimmed.to_dict()["evidence_omitted"] == 3
+    assert Alert.from_dict(trimmed.to_dict()) == trimmed
 
 
 # --- dlq_entry --------------------------------------------------------------------------

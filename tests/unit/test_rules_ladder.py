@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import orjson
 import pytest
@@ -14,7 +15,7 @@ from pipeline.rules.incident import MAX_EVIDENCE
 from pipeline.rules.state import SchoolState
 from unit_helpers import ESC, SCHOOL, SCHOOL_NAME, T0, Driver, command, make_ctx, press
 
-IID = "inc-20261129-zx-01-0001"
+IID = "inc-20261129-zx-01-0001-0a1b2c"  # a well-formed id, for commands on no real incident
 DEADLINE_STAGES = ["onsite_overdue", "mobile_late", "mobile_overdue"]
 
 
@@ -31,8 +32,8 @@ def opened(d: Driver | None = None, now: float = T0, **kw) -> tuple[Driver, str]
 def test_press_opens_an_incident():
     d = Driver()
     [a] = d.press(T0 + 0.05, event_id="b7c1-0001", device_id="zx01-btn-3", zone="office", ts=T0)
-    assert a.incident_id == IID
-    assert a.identifier == f"{IID}/1"
+    assert re.fullmatch(r"inc-20261129-zx-01-0001-[0-9a-f]{6}", a.incident_id)
+    assert a.identifier == f"{a.incident_id}/opened"
     assert a.msgType == "Alert"
     assert a.stage == "opened"
     assert a.status == "Actual"
@@ -50,7 +51,7 @@ def test_press_opens_an_incident():
     assert SCHOOL_NAME in a.headline and "office" in a.headline
     assert "07:42:03" in a.headline  # on-site response due, in school-local time
     assert a.to_dict()["msgType"] == "Alert"
-    inc = d.state.incidents[IID]
+    inc = d.state.incidents[a.incident_id]
     assert inc.is_open and inc.opened_at == T0
     assert d.state.next_seq == 2
 
@@ -84,16 +85,16 @@ def test_ticks_at_due_times_emit_each_stage_once_in_order():
     d, iid = opened()
     assert d.tick(T0 + 59.999) == []
     [a] = d.tick(T0 + 60)
-    assert (a.stage, a.msgType, a.identifier) == ("onsite_overdue", "Update", f"{iid}/2")
+    assert (a.stage, a.msgType, a.identifier) == ("onsite_overdue", "Update", f"{iid}/onsite_overdue")
     assert a.due == iso_utc(T0 + 60) and a.sent == iso_utc(T0 + 60)
     assert "no on-site response after 60 s" in a.headline
     assert a.deadlines["ack_by"] == iso_utc(T0 + 60)
     assert d.tick(T0 + 60) == [] and d.tick(T0 + 61) == [] and d.tick(T0 + 179) == []
     [b] = d.tick(T0 + 180)
-    assert (b.stage, b.identifier) == ("mobile_late", f"{iid}/3")
+    assert (b.stage, b.identifier) == ("mobile_late", f"{iid}/mobile_late")
     assert d.tick(T0 + 180) == [] and d.tick(T0 + 250) == []
     [c] = d.tick(T0 + 300)
-    assert (c.stage, c.identifier) == ("mobile_overdue", f"{iid}/4")
+    assert (c.stage, c.identifier) == ("mobile_overdue", f"{iid}/mobile_overdue")
     for t in (300, 301, 1000, 86000):
         assert d.tick(T0 + t) == []
     assert d.stages(iid) == ["opened", *DEADLINE_STAGES]
@@ -105,7 +106,7 @@ def test_one_late_tick_emits_all_due_stages_in_due_order():
     d, iid = opened()
     alerts = d.tick(T0 + 1000)
     assert [a.stage for a in alerts] == DEADLINE_STAGES
-    assert [a.identifier for a in alerts] == [f"{iid}/2", f"{iid}/3", f"{iid}/4"]
+    assert [a.identifier for a in alerts] == [f"{iid}/{stage}" for stage in DEADLINE_STAGES]
     assert [a.due for a in alerts] == [iso_utc(T0 + 60), iso_utc(T0 + 180), iso_utc(T0 + 300)]
     assert d.tick(T0 + 2000) == []
 
@@ -115,7 +116,7 @@ def test_ack_before_deadline_suppresses_onsite_overdue_only():
     out = d.command(T0 + 30, "ack", iid, by="guard-zx01-02", note="on my way", command_id="c-1")
     [a] = out.alerts
     assert (a.stage, a.msgType, a.by, a.command_id, a.note) == ("acknowledged", "Update", "guard-zx01-02", "c-1", "on my way")
-    assert a.identifier == f"{iid}/2"
+    assert a.identifier == f"{iid}/acknowledged"
     assert a.deadlines["ack_by"] == iso_utc(T0 + 60)
     assert "acknowledged by guard-zx01-02" in a.headline
     assert d.tick(T0 + 60) == []
@@ -157,14 +158,14 @@ def test_command_after_a_deadline_gets_that_stage_first():
     d, iid = opened()
     out = d.command(T0 + 70, "ack", iid)
     assert [a.stage for a in out.alerts] == ["onsite_overdue", "acknowledged"]
-    assert [a.identifier for a in out.alerts] == [f"{iid}/2", f"{iid}/3"]
+    assert [a.identifier for a in out.alerts] == [f"{iid}/onsite_overdue", f"{iid}/acknowledged"]
     out = d.command(T0 + 400, "arrive", iid)
     assert [a.stage for a in out.alerts] == ["mobile_late", "mobile_overdue", "arrived"]
 
 
 def test_command_on_another_incident_still_fires_due_deadlines():
     d, iid = opened()
-    out = d.command(T0 + 61, "ack", "inc-20261129-zx-01-9999")
+    out = d.command(T0 + 61, "ack", IID)
     assert [a.stage for a in out.alerts] == ["onsite_overdue"]
     assert out.rejected[0][1].reason_code == "unknown_incident"
 
@@ -260,7 +261,7 @@ def test_second_press_at_the_same_school_joins():
     d, iid = opened()
     [j] = d.press(T0 + 5, event_id="e-2", device_id="zx01-btn-3", zone="office")
     assert j.incident_id == iid
-    assert (j.msgType, j.stage, j.identifier) == ("Update", "joined-2", f"{iid}/2")
+    assert (j.msgType, j.stage, j.identifier) == ("Update", "joined-2", f"{iid}/joined-2")
     assert [e["event_id"] for e in j.evidence] == ["e-1", "e-2"]
     assert "2 presses" in j.headline
     assert j.deadlines["ack_by"] == iso_utc(T0 + 60)  # the ladder keeps the first press's clock
@@ -278,7 +279,7 @@ def test_press_at_another_school_state_is_independent():
     other = Driver(state=SchoolState(school_id=OTHER_SCHOOL))
     [a] = other.event(press("e-1", device_id="bh02-btn-1", school_id=OTHER_SCHOOL, zone=""), T0)
     assert a.stage == "opened" and a.school_id == OTHER_SCHOOL
-    assert a.incident_id == "inc-20261128-bh-02-0001"  # the school's local (London) date
+    assert a.incident_id.startswith("inc-20261128-bh-02-0001-")  # the school's local (London) date
     assert a.incident_id != iid
 
 
@@ -287,8 +288,8 @@ def test_press_after_close_opens_a_new_incident():
     d.command(T0 + 10, "resolve", iid)
     [a] = d.press(T0 + 20, event_id="e-2")
     assert a.stage == "opened" and a.msgType == "Alert"
-    assert a.incident_id == "inc-20261129-zx-01-0002" != iid
-    assert a.identifier.endswith("/1")
+    assert a.incident_id.startswith("inc-20261129-zx-01-0002-") and a.incident_id != iid
+    assert a.identifier == f"{a.incident_id}/opened"
 
 
 def test_duplicate_press_is_a_no_op():
@@ -346,17 +347,37 @@ def test_exercise_first_then_actual_opens_actual():
     assert all(e["event_id"] == "real" for e in a.evidence)
 
 
-def test_identifiers_are_consecutive_across_all_alert_kinds():
+def test_identifiers_are_incident_and_stage_across_all_alert_kinds():
     d, iid = opened()
     d.press(T0 + 1, event_id="e-2")
     d.command(T0 + 70, "ack", iid)
     d.tick(T0 + 200)
     d.command(T0 + 210, "arrive", iid)
     d.command(T0 + 220, "false_alarm", iid)
-    ids = [a.identifier for a in d.alerts]
-    assert ids == [f"{iid}/{n}" for n in range(1, 8)]
+    assert [a.identifier for a in d.alerts] == [f"{iid}/{a.stage}" for a in d.alerts]
     assert d.stages() == ["opened", "joined-2", "onsite_overdue", "acknowledged", "mobile_late", "arrived", "false_alarm"]
     assert [a.msgType for a in d.alerts] == ["Alert"] + ["Update"] * 5 + ["Cancel"]
+
+
+def test_lost_state_never_gives_a_different_incident_the_same_identifiers():
+    """State lost or split: the sequence number starts again, but the id also digests the
+    incident's cause, so a different press never reuses an identifier; a replay of the same
+    press (the same input from the same state) does, and consumers de-duplicate on it."""
+    [a] = Driver().press(T0, event_id="e-1")
+    [b] = Driver().press(T0 + 5, event_id="e-2")
+    assert a.incident_id[:-7] == b.incident_id[:-7] == "inc-20261129-zx-01-0001"
+    assert a.incident_id != b.incident_id and a.identifier != b.identifier
+    [c] = Driver().press(T0, event_id="e-1")
+    assert c.identifier == a.identifier
+    [x] = Driver().press(T0, event_id="e-1", exercise=True)  # the status is part of the cause
+    assert x.incident_id != a.incident_id
+
+
+def test_an_incident_never_emits_a_stage_twice():
+    d, iid = opened()
+    inc = d.state.incidents[iid]
+    with pytest.raises(ValueError, match="already emitted stage 'opened'"):
+        inc.emit("opened", "Update", T0, "again")
 
 
 # Contract §4: "One incident emits each stage at most once." The join stage is named
@@ -379,6 +400,8 @@ def test_evidence_is_capped_keeping_first_and_latest():
     assert len(ev) == MAX_EVIDENCE
     assert ev[0]["event_id"] == "e-1"
     assert ev[-1]["event_id"] == f"e-{MAX_EVIDENCE + 10}"
+    assert d.alerts[-1].evidence_omitted == 10  # operators see that some were left out
+    assert d.alerts[0].evidence_omitted is None and "evidence_omitted" not in d.alerts[0].to_dict()
 
 
 # --- device clocks ----------------------------------------------------------------------------------
@@ -400,7 +423,7 @@ def test_started_at_clamps_a_clock_far_in_the_past():
     d = Driver()
     [a] = d.event(ev, received)
     assert a.deadlines["ack_by"] == iso_utc(T0 - 540)
-    assert a.incident_id == IID  # dated by the clamped time, not the device's year-old clock
+    assert a.incident_id.startswith("inc-20261129-zx-01-0001-")  # dated by the clamped time, not the device's year-old clock
     # opened 600 s ago, so every rung (60/180/300 s) is already due: the next input fires them
     assert [x.stage for x in d.tick(T0 + 0.5)] == DEADLINE_STAGES
 
@@ -460,7 +483,7 @@ def test_replay_from_a_saved_state_reproduces_the_same_alerts():
     first = engine.on_command(saved, command("ack", iid, at=T0 + 70), T0 + 70, d.ctx)
     again = engine.on_command(saved, command("ack", iid, at=T0 + 70), T0 + 70, d.ctx)
     assert [a.to_dict() for a in first.alerts] == [a.to_dict() for a in again.alerts]
-    assert [a.identifier for a in first.alerts] == [f"{iid}/2", f"{iid}/3"]
+    assert [a.identifier for a in first.alerts] == [f"{iid}/onsite_overdue", f"{iid}/acknowledged"]
 
 
 def roundtrip(state: SchoolState) -> SchoolState:
@@ -504,7 +527,7 @@ def test_round_trip_preserves_pending_deadlines_and_media():
     assert isinstance(inc.evidence, tuple) and isinstance(inc.stages, tuple)
     out = engine.on_tick(back, T0 + 300, d.ctx)
     assert [a.stage for a in out.alerts] == ["mobile_late", "mobile_overdue"]
-    assert [a.identifier for a in out.alerts] == [f"{iid}/3", f"{iid}/4"]
+    assert [a.identifier for a in out.alerts] == [f"{iid}/mobile_late", f"{iid}/mobile_overdue"]
 
 
 # --- ladder module directly ----------------------------------------------------------------------------

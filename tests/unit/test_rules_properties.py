@@ -58,7 +58,7 @@ def run(script, reload_state: bool = False):
                 cmd, redelivered = last_cmd, True
             else:
                 _, name, ref = act
-                iid = incidents[ref % len(incidents)] if incidents and ref >= 0 else "inc-20261129-zx-01-9999"
+                iid = incidents[ref % len(incidents)] if incidents and ref >= 0 else "inc-20261129-zx-01-9999-0a1b2c"
                 cmd_no += 1
                 cmd = command(name, iid, by=f"op-{cmd_no}", at=now, command_id=f"c-{cmd_no}")
             out = engine.on_command(state, cmd, now, ctx)
@@ -87,13 +87,13 @@ def test_ladder_invariants(script):
     for now, a in emitted:
         by_incident[a.incident_id].append((now, a))
 
-    # no (incident_id, stage) pair twice; identifiers unique and consecutive per incident
+    # no (incident_id, stage) pair twice; identifiers unique, each `<incident_id>/<stage>`
     pairs = [(a.incident_id, a.stage) for _, a in emitted]
     assert len(pairs) == len(set(pairs))
     ids = [a.identifier for _, a in emitted]
     assert len(ids) == len(set(ids))
     for iid, items in by_incident.items():
-        assert [a.identifier for _, a in items] == [f"{iid}/{n}" for n in range(1, len(items) + 1)]
+        assert [a.identifier for _, a in items] == [f"{iid}/{a.stage}" for _, a in items]
         first = items[0][1]
         assert (first.stage, first.msgType) == ("opened", "Alert")
         assert all(a.msgType != "Alert" for _, a in items[1:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import orjson
 import pytest
@@ -35,19 +36,39 @@ def make_incident(**kw) -> Incident:
 # --- incident ids -------------------------------------------------------------------------------
 
 
-def test_incident_id_uses_the_school_local_date():
+def test_incident_id_uses_the_school_local_date_and_a_digest_of_its_cause():
     # T0 is 2026-11-28 23:41 UTC: already the 29th in Shanghai, still the 28th in London
-    assert incident_id_for("zx-01", 7, T0, "Asia/Shanghai") == "inc-20261129-zx-01-0007"
-    assert incident_id_for("bh-02", 7, T0, "Europe/London") == "inc-20261128-bh-02-0007"
-    assert incident_id_for("s", 12345, T0, "UTC") == "inc-20261128-s-12345"
+    digest = hashlib.sha1(b"cause").hexdigest()[:6]
+    assert incident_id_for("zx-01", 7, T0, "Asia/Shanghai", "cause") == f"inc-20261129-zx-01-0007-{digest}"
+    assert incident_id_for("bh-02", 7, T0, "Europe/London", "cause") == f"inc-20261128-bh-02-0007-{digest}"
+    assert incident_id_for("s", 12345, T0, "UTC", "cause") == f"inc-20261128-s-12345-{digest}"
 
 
-@pytest.mark.parametrize("school", ["zx-01", "a", "x-y-z-0001", "s.1_2"])
-def test_school_of_reads_the_school_back(school):
-    assert school_of(incident_id_for(school, 3, T0, "UTC")) == school
+def test_a_reused_sequence_number_names_a_different_incident_for_a_different_cause():
+    a = incident_id_for("zx-01", 1, T0, "UTC", "panic|panic|Actual|1.0|zx01-btn-1/e-1")
+    b = incident_id_for("zx-01", 1, T0, "UTC", "panic|panic|Actual|1.0|zx01-btn-1/e-2")
+    assert a != b and a[:-7] == b[:-7]
+    assert a == incident_id_for("zx-01", 1, T0, "UTC", "panic|panic|Actual|1.0|zx01-btn-1/e-1")  # replay: the same id
 
 
-@pytest.mark.parametrize("text", ["", "inc-20261129-0007", "incident-20261129-zx-01-0001", "inc-2026112-zx-01-0001", "inc-20261129-zx-01-01"])
+@pytest.mark.parametrize("school", ["zx-01", "a", "x-y-z-0001", "s.1_2", "abcdef", "zx-01-0001-abcdef"])
+@pytest.mark.parametrize("seq", [3, 12345])
+def test_school_of_reads_the_school_back(school, seq):
+    assert school_of(incident_id_for(school, seq, T0, "UTC", "c")) == school
+
+
+@pytest.mark.parametrize(
+    ("old", "school"),
+    [("inc-20261129-zx-01-0001", "zx-01"), ("inc-20261128-s-12345", "s"), ("inc-20261129-x-y-z-0001-0003", "x-y-z-0001")],
+)
+def test_school_of_reads_ids_of_the_old_format(old, school):
+    assert school_of(old) == school  # commands may name incidents opened before the change
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "inc-20261129-0007", "incident-20261129-zx-01-0001", "inc-2026112-zx-01-0001", "inc-20261129-zx-01-01", "inc-20261129-zx-01-01-abcdef"],
+)
 def test_school_of_rejects_other_text(text):
     assert school_of(text) is None
 
@@ -55,11 +76,11 @@ def test_school_of_rejects_other_text(text):
 # --- incident --------------------------------------------------------------------------------------
 
 
-def test_emit_numbers_alerts_and_records_stages():
+def test_emit_names_alerts_by_stage_and_records_stages():
     inc = make_incident(evidence=({"event_id": "e-1"},))
     inc2, a1 = inc.emit("opened", "Alert", T0, "h1", deadlines={"ack_by": "x"})
     inc3, a2 = inc2.emit("onsite_overdue", "Update", T0 + 60, "h2", due=T0 + 60)
-    assert (a1.identifier, a2.identifier) == (f"{inc.incident_id}/1", f"{inc.incident_id}/2")
+    assert (a1.identifier, a2.identifier) == (f"{inc.incident_id}/opened", f"{inc.incident_id}/onsite_overdue")
     assert inc3.stages == ("opened", "onsite_overdue") and inc3.messages == 2
     assert inc.messages == 0 and inc.stages == ()  # immutable
     assert a2.due == "2026-11-28T23:42:03.250Z" and a1.due == ""
@@ -144,9 +165,9 @@ def test_remember_replaces_and_forgets_a_rules_memory():
 
 def test_new_incident_id_advances_the_sequence():
     s = SchoolState(SCHOOL)
-    s2, iid = s.new_incident_id(T0, "Asia/Shanghai")
-    s3, iid2 = s2.new_incident_id(T0, "Asia/Shanghai")
-    assert (iid, iid2) == ("inc-20261129-zx-01-0001", "inc-20261129-zx-01-0002")
+    s2, iid = s.new_incident_id(T0, "Asia/Shanghai", "c")
+    s3, iid2 = s2.new_incident_id(T0, "Asia/Shanghai", "c")
+    assert (iid[:-7], iid2[:-7]) == ("inc-20261129-zx-01-0001", "inc-20261129-zx-01-0002")
     assert (s.next_seq, s2.next_seq, s3.next_seq) == (1, 2, 3)
 
 
@@ -219,7 +240,7 @@ def test_school_missing_from_registry_still_works():
     ctx = Context(escalation=ESC, registry=Registry({}, {}, {}))
     d = Driver(ctx)
     [a] = d.press(T0)
-    assert a.incident_id == "inc-20261128-zx-01-0001"  # UTC date
+    assert a.incident_id.startswith("inc-20261128-zx-01-0001-")  # UTC date
     assert SCHOOL in a.headline
 
 
