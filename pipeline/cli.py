@@ -64,8 +64,8 @@ def cmd_bridge(args) -> int:
 
     cfg = load_config(args.config)
     stop = _stop_on_signals()
-    Bridge(cfg, load_registry(cfg.registry_path)).run(stop)
-    return 0
+    # non-zero when a thread the bridge needs died: the supervisor restarts it
+    return Bridge(cfg, load_registry(cfg.registry_path)).run(stop)
 
 
 def cmd_worker(args) -> int:

@@ -84,6 +84,19 @@ class BridgeConfig:
     # (or from the future) is re-timed to its arrival for deadline purposes.
     max_clock_skew_seconds: float = 600
     metrics_port: int = 9401  # Prometheus /metrics; 0: off
+    # Shape limits of an event's attrs / media (and each of their strings); beyond them
+    # the message goes to the DLQ (too_deep, too_many_items, string_too_long).
+    max_attr_depth: int = 16
+    max_attr_items: int = 1000
+    max_string_chars: int = 4096
+    # Per-device token bucket: excess messages go to the DLQ (rate_limited); panic
+    # buttons are never limited. 0: off. The burst is large so that a device's backlog,
+    # queued by the broker while the bridge was down, still passes when it arrives at once.
+    device_rate_per_second: float = 20
+    device_burst: int = 5000
+    # A second MQTT session for the panic buttons' event topics, so a press never
+    # waits behind another device's flood (client id <client_id>-priority).
+    priority_lane: bool = True
 
 
 @dataclass(frozen=True)
@@ -343,6 +356,7 @@ def _validate(cfg: Config, where: Path) -> None:
         raise ConfigError(f"{where}: kafka.partitions must be >= 1")
     if cfg.bridge.max_inflight_hard < cfg.bridge.max_inflight:
         raise ConfigError(f"{where}: bridge.max_inflight_hard must be >= bridge.max_inflight")
+    _validate_bridge(cfg.bridge, where)
     if not 0 < cfg.worker.tick_seconds <= 5:
         raise ConfigError(f"{where}: worker.tick_seconds must be in (0, 5]")
     _validate_severities(cfg.rules, f"{where}: rules")
@@ -357,6 +371,16 @@ def _validate(cfg: Config, where: Path) -> None:
             raise ConfigError(f"{at}: a guard account needs its school")
         if not account.get("password_hash") and not account.get("token_sha256"):
             raise ConfigError(f"{at}: needs password_hash (huxue console hash-password) or token_sha256")
+
+
+def _validate_bridge(b: BridgeConfig, where: Path) -> None:
+    # The canonical event wraps attrs in one more level; orjson writes at most 254.
+    if not 1 <= b.max_attr_depth <= 200:
+        raise ConfigError(f"{where}: bridge.max_attr_depth must be in [1, 200], got {b.max_attr_depth}")
+    if b.max_attr_items < 1 or b.max_string_chars < 1:
+        raise ConfigError(f"{where}: bridge.max_attr_items and bridge.max_string_chars must be >= 1")
+    if b.device_rate_per_second > 0 and b.device_burst < 1:
+        raise ConfigError(f"{where}: bridge.device_burst must be >= 1 when bridge.device_rate_per_second is on")
 
 
 def _validate_severities(node: Any, where: str) -> None:

@@ -21,6 +21,10 @@ BRIDGE_DLQ = Counter("huxue_bridge_dlq", "Messages rejected to the DLQ, by reaso
 BRIDGE_FAILURES = Counter("huxue_bridge_kafka_failures", "Records Kafka did not take (redelivered later)")
 BRIDGE_PRODUCE = Histogram("huxue_bridge_produce_seconds", "MQTT arrival to Kafka confirmation", buckets=LATENCY)
 BRIDGE_INFLIGHT = Gauge("huxue_bridge_inflight", "MQTT messages waiting for Kafka (not yet acknowledged)")
+# Events that arrived at QoS 0: the broker does not keep those for an offline bridge.
+# No per-device label (100k devices); the bridge's progress log names the top devices.
+BRIDGE_QOS0 = Counter("huxue_bridge_qos0_events", "Events that arrived at QoS 0 (lost when published while the bridge is down)")
+BRIDGE_PRIORITY = Counter("huxue_bridge_priority_messages", "Messages received on the panic-button priority lane")
 
 # worker
 WORKER_INPUTS = Counter("huxue_worker_inputs", "Records processed, by kind", ["kind"])
@@ -58,7 +62,8 @@ def serve(port: int, bind: str = "127.0.0.1") -> None:
 
 # what `huxue stack status` prints from each component's /metrics
 KEY = {
-    "bridge": ("huxue_bridge_messages_total", "huxue_bridge_dlq_total", "huxue_bridge_inflight", "huxue_bridge_kafka_failures_total"),
+    "bridge": ("huxue_bridge_messages_total", "huxue_bridge_dlq_total", "huxue_bridge_inflight", "huxue_bridge_kafka_failures_total",
+               "huxue_bridge_qos0_events_total"),
     "worker": ("huxue_worker_open_incidents", "huxue_worker_alerts_total", "huxue_worker_consumer_lag", "huxue_worker_deadline_lateness_seconds_sum",
                "huxue_worker_deadline_lateness_seconds_count"),
     "console": ("huxue_console_store_lag", "huxue_console_live_clients", "huxue_console_records_applied_total"),

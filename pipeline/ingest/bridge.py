@@ -1,8 +1,9 @@
 """`huxue bridge`: MQTT -> Kafka, at least once.
 
 * paho (MQTT 5, persistent session, QoS 1, manual acknowledgement) delivers each
-  message on its network thread; `on_message` parses and validates it (pure, fast),
-  hands the record to the kafka-python producer and returns: the thread never blocks.
+  message on its network thread; `on_message` turns it into Kafka records (router.py:
+  pure, fast, never raises), hands them to the kafka-python producer and returns: the
+  thread never blocks.
 * The PUBACK is sent only when Kafka confirmed the record (acks=all, idempotent
   producer), in arrival order (InOrderAcker). Rejected input goes to the DLQ and is
   acknowledged the same way, after Kafka has it.
@@ -10,35 +11,67 @@
   bridge.max_inflight_hard, or when Kafka fails a record, the bridge disconnects, lets
   the producer settle and reconnects: the broker redelivers everything unacknowledged
   (duplicates downstream are removed by (device_id, event_id)).
+* Panic buttons' event topics also arrive on a second session, the priority lane
+  (priority.py), so a press never queues behind another device's flood.
+* A dead network or sender thread ends the process (exit 70) for the supervisor to
+  restart it; SIGTERM ends it within stack.stop_timeout_seconds in every state.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
-from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pipeline import kafka_client, metrics, mqtt_client
 from pipeline.config import Config
-from pipeline.ingest import native
+from pipeline.ingest import priority
 from pipeline.ingest.acker import InOrderAcker, Slot
-from pipeline.ingest.adapters.frigate import Frigate
-from pipeline.ingest.adapters.zigbee2mqtt import Zigbee2Mqtt
-from pipeline.records import CanonicalEvent, Rejection, dlq_entry, dumps
+from pipeline.ingest.counts import DeviceCounts
+from pipeline.ingest.router import REPLAY_MEMORY, Record, Router  # noqa: F401 - REPLAY_MEMORY: tests import it from here
+from pipeline.records import CanonicalEvent, Rejection
 from pipeline.registry import Registry
 
 log = logging.getLogger("huxue.bridge")
 
 STALL_WARN_SECONDS = 5.0
 SUMMARY_EVERY_SECONDS = 60.0
-REPLAY_MEMORY = 5000  # adapter results kept for MQTT redeliveries (DUP)
+HEALTH_EVERY_SECONDS = 0.5
+SUBSCRIBE_CHUNK = 500  # topics per SUBSCRIBE packet (the priority lane may hold thousands)
+PRIORITY_RECEIVE_MAXIMUM = 100
+EXIT_THREAD_DIED = 70  # EX_SOFTWARE: the supervisor (compose restart:, systemd) restarts the bridge
+EXIT_STOP_TIMEOUT = 1
+
+
+class Interrupted(Exception):
+    """Stop was requested while waiting on a blocking call."""
+
+
+class Lane:
+    """One MQTT session of the bridge: its client, in-order acker and subscriptions."""
+
+    def __init__(self, name: str, client, subscriptions: list[str], receive_maximum: int):
+        self.name = name
+        self.client = client
+        self.subscriptions = subscriptions
+        self.receive_maximum = receive_maximum
+        self.acker = InOrderAcker(client.ack)
+        self.running = False  # its network thread is meant to be alive
+        self.received = 0
+
+    def thread_alive(self) -> bool:
+        # paho has no public accessor; it clears _thread when its loop thread ends
+        thread = getattr(self.client, "_thread", None)
+        return thread is not None and thread.is_alive()
 
 
 class Bridge:
@@ -46,103 +79,210 @@ class Bridge:
         self.cfg = cfg
         self.registry = registry
         self.topics = cfg.topics
-        self.client = mqtt_client.new_client(cfg.mqtt, cfg.bridge_client_id, manual_ack=True)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self.acker = InOrderAcker(self.client.ack)
-        self.adapters = [
-            a for a, on in ((Frigate(cfg.adapters.frigate, registry), cfg.adapters.frigate.enabled), (Zigbee2Mqtt(cfg.adapters.zigbee2mqtt, registry), cfg.adapters.zigbee2mqtt.enabled)) if on
-        ]
-        self.subscriptions = list(native.SUBSCRIPTIONS) + [t for a in self.adapters for t in a.subscriptions()]
-        # Adapters remember what they emitted (one event per Frigate object and zone, rising
-        # edges), so a redelivered copy would yield nothing: it gets the first result again.
-        self._results: OrderedDict[bytes, list[CanonicalEvent | Rejection]] = OrderedDict()
+        self.router = Router(cfg, registry)
+        self.adapters = self.router.adapters
+        self.subscriptions = self.router.subscriptions
+        self.main = self._lane("main", cfg.bridge_client_id, self.subscriptions, min(cfg.bridge.max_inflight, 65535))
+        self.lanes = [self.main]
+        self.priority_topics = frozenset(priority.topics(cfg, registry) if cfg.bridge.priority_lane else ())
+        if self.priority_topics:
+            self.lanes.append(self._lane("priority", f"{cfg.bridge_client_id}-priority", sorted(self.priority_topics), PRIORITY_RECEIVE_MAXIMUM))
+        self.claims = priority.Claims()
+        self.client, self.acker = self.main.client, self.main.acker
         self.producer = None
         self._trouble = threading.Event()
         self._trouble_reason = ""
-        # Written by one thread each (network thread / Kafka sender thread): no lock needed.
-        self.received = 0
+        self._finished = threading.Event()
+        self._lock = threading.Lock()  # counters written by both network threads
+        self._route_lock = threading.Lock()
         self.rejected: dict[str, int] = {}  # reason_code -> count
+        self.skipped = 0  # copies the other lane forwarded
+        self.qos0 = DeviceCounts()
+        # Written by the Kafka sender thread only.
         self.confirmed = 0
         self.failed = 0
 
+    def _lane(self, name: str, client_id: str, subscriptions: list[str], receive_maximum: int) -> Lane:
+        client = mqtt_client.new_client(self.cfg.mqtt, client_id, manual_ack=True)
+        lane = Lane(name, client, subscriptions, receive_maximum)
+        client.user_data_set(lane)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        return lane
+
+    @property
+    def received(self) -> int:
+        return sum(lane.received for lane in self.lanes)
+
+    def parse(self, topic: str, payload: bytes, retained: bool, dup: bool, received_at: float) -> list[CanonicalEvent | Rejection]:
+        """A message -> canonical events and rejections (see Router.parse)."""
+        return self.router.parse(topic, payload, retained, dup, received_at)
+
     # --- lifecycle (main thread) ---------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event) -> int:
+        """Until `stop`: exit code 0, or EXIT_THREAD_DIED when a thread it needs died."""
+        threading.Thread(target=self._watchdog, args=(stop,), daemon=True, name="bridge-watchdog").start()
+        try:
+            return self._run(stop)
+        finally:
+            self._finished.set()
+
+    def _run(self, stop: threading.Event) -> int:
         metrics.serve(self.cfg.bridge.metrics_port)
         self.producer = self._connect_kafka(stop)
         if self.producer is None:
-            return
-        self._start_mqtt()
+            log.info("bridge stopped before kafka was reachable")
+            return 0
+        log.info("priority lane", extra={"topics": len(self.priority_topics), "client_id": f"{self.cfg.bridge_client_id}-priority" if self.priority_topics else "-"})
+        for lane in self.lanes:
+            self._start(lane)
         stalled = False
         last_summary, last_received = time.monotonic(), 0
         while not stop.is_set():
-            if self._trouble.wait(0.5):
+            dead = self.dead_thread()
+            if dead:
+                log.error("a bridge thread died; exiting for the supervisor to restart the bridge", extra={"dead_thread": dead, "exit_code": EXIT_THREAD_DIED})
+                self._abort()
+                return EXIT_THREAD_DIED
+            if self._trouble.wait(HEALTH_EVERY_SECONDS):
                 self._recover(stop)
                 continue
-            age = self.acker.oldest_age()
-            metrics.BRIDGE_INFLIGHT.set(self.acker.depth())
+            age = max(lane.acker.oldest_age() for lane in self.lanes)
+            metrics.BRIDGE_INFLIGHT.set(self.inflight())
             if age > STALL_WARN_SECONDS and not stalled:
                 stalled = True
-                log.warning("kafka has not confirmed records", extra={"waiting_s": round(age, 1), "holding": self.acker.depth()})
+                log.warning("kafka has not confirmed records", extra={"waiting_s": round(age, 1), "holding": self.inflight()})
             elif stalled and age < 1.0:
                 stalled = False
-                log.info("kafka confirming again", extra={"holding": self.acker.depth()})
+                log.info("kafka confirming again", extra={"holding": self.inflight()})
             if time.monotonic() - last_summary >= SUMMARY_EVERY_SECONDS:
                 if self.received != last_received:
                     log.info("progress", extra=self.counters())
                 last_summary, last_received = time.monotonic(), self.received
-        self._shutdown()
+        self._shutdown(time.monotonic() + max(1.0, self.cfg.stack.stop_timeout_seconds - 1.5))
+        return 0
 
-    def counters(self) -> dict[str, int]:
+    def inflight(self) -> int:
+        return sum(lane.acker.depth() for lane in self.lanes)
+
+    def counters(self) -> dict[str, Any]:
+        with self._lock:
+            rejected = dict(self.rejected)
         return {
             "received": self.received,
-            "rejected": sum(dict(self.rejected).values()),
-            **{f"rejected_{code}": n for code, n in sorted(dict(self.rejected).items())},  # copy: another thread adds keys
+            "priority_received": sum(lane.received for lane in self.lanes if lane is not self.main),
+            "rejected": sum(rejected.values()),
+            **{f"rejected_{code}": n for code, n in sorted(rejected.items())},
             "confirmed": self.confirmed,
             "failed": self.failed,
-            "inflight": self.acker.depth(),
+            "inflight": self.inflight(),
+            "skipped_copies": self.skipped,
+            "qos0": self.qos0.total,
+            "qos0_top": ", ".join(f"{d}={n}" for d, n in self.qos0.top(3)) or "-",
         }
 
+    def dead_thread(self) -> str | None:
+        """The name of a thread the bridge needs that is no longer alive, if any."""
+        for lane in self.lanes:
+            if lane.running and not lane.thread_alive():
+                return f"mqtt network thread ({lane.name} session)"
+        sender = getattr(self.producer, "_sender", None)  # kafka-python's I/O thread
+        if sender is not None and not sender.is_alive():
+            return "kafka producer sender thread"
+        return None
+
+    def _watchdog(self, stop: threading.Event) -> None:
+        """Last resort for SIGTERM: whatever blocks, the process ends within stop_timeout_seconds."""
+        stop.wait()
+        if self._finished.wait(max(0.2, self.cfg.stack.stop_timeout_seconds - 0.5)):
+            return
+        log.error("bridge did not stop within stack.stop_timeout_seconds; exiting hard", extra={"timeout_s": self.cfg.stack.stop_timeout_seconds})
+        os._exit(EXIT_STOP_TIMEOUT)
+
+    def _interruptible(self, stop: threading.Event, call: Callable[[], Any]) -> Any:
+        """Run a blocking call (kafka-python's bootstrap can block 30 s) without holding up a stop."""
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = call()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                box["error"] = exc
+
+        worker = threading.Thread(target=target, daemon=True, name="bridge-blocking-call")
+        worker.start()
+        while worker.is_alive():
+            if stop.is_set():
+                raise Interrupted()
+            worker.join(0.1)
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
     def _connect_kafka(self, stop: threading.Event):
+        def connect():
+            kafka_client.ensure_topics(self.cfg.kafka.bootstrap, [self.topics.events, self.topics.events_dlq], self.cfg.kafka.partitions, self.cfg.kafka.replication_factor)
+            producer = kafka_client.producer(self.cfg.kafka.bootstrap)
+            try:
+                for topic in (self.topics.events, self.topics.events_dlq):
+                    producer.partitions_for(topic)  # metadata now, so send() never waits for it
+            except Exception:
+                producer.close(timeout=0)
+                raise
+            return producer
+
         delay = 1.0
         while not stop.is_set():
             try:
-                kafka_client.ensure_topics(
-                    self.cfg.kafka.bootstrap, [self.topics.events, self.topics.events_dlq], self.cfg.kafka.partitions, self.cfg.kafka.replication_factor
-                )
-                producer = kafka_client.producer(self.cfg.kafka.bootstrap)
-                for topic in (self.topics.events, self.topics.events_dlq):
-                    producer.partitions_for(topic)  # metadata now, so send() never waits for it
+                producer = self._interruptible(stop, connect)
                 log.info("kafka connected", extra={"bootstrap": self.cfg.kafka.bootstrap})
                 return producer
+            except Interrupted:
+                return None
             except (KafkaError, OSError) as exc:
                 log.warning("kafka unavailable, retrying", extra={"error": type(exc).__name__, "retry_in_s": delay})
                 stop.wait(delay)
                 delay = min(delay * 2, 30.0)
         return None
 
-    def _start_mqtt(self) -> None:
+    def _start(self, lane: Lane) -> None:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.cfg.mqtt.session_expiry_seconds
-        props.ReceiveMaximum = min(self.cfg.bridge.max_inflight, 65535)
-        self.client.connect_async(
-            self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_seconds, clean_start=False, properties=props
-        )
-        self.client.loop_start()
+        props.ReceiveMaximum = lane.receive_maximum
+        lane.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_seconds, clean_start=False, properties=props)
+        lane.client.loop_start()
+        lane.running = True
+
+    def _halt(self, lane: Lane) -> None:
+        lane.running = False
+        lane.client.disconnect()
+        lane.client.loop_stop()
+
+    def _flush(self, stop: threading.Event | None = None, deadline: float | None = None) -> bool:
+        """Flush in one-second slices, so a stop or a deadline is noticed; True when done."""
+        while True:
+            try:
+                self.producer.flush(timeout=1.0)
+                return True
+            except KafkaTimeoutError:
+                if (stop is not None and stop.is_set()) or (deadline is not None and time.monotonic() >= deadline):
+                    return False
 
     def _recover(self, stop: threading.Event) -> None:
         """Stop intake, let Kafka settle, reconnect so the broker redelivers the unacknowledged."""
-        log.warning("pausing MQTT intake", extra={"reason": self._trouble_reason, "holding": self.acker.depth()})
-        self.client.disconnect()
-        self.client.loop_stop()
+        log.warning("pausing MQTT intake", extra={"reason": self._trouble_reason, "holding": self.inflight()})
+        for lane in self.lanes:
+            self._halt(lane)
         delay = 1.0
         while not stop.is_set():
             try:
-                self.producer.flush(timeout=30)
-                kafka_client.wait_for_kafka(self.cfg.kafka.bootstrap, timeout=5)
+                if self._flush(stop):
+                    self._interruptible(stop, lambda: kafka_client.wait_for_kafka(self.cfg.kafka.bootstrap, timeout=5))
+                    break
+            except Interrupted:
                 break
             except (KafkaError, TimeoutError, OSError) as exc:
                 log.warning("kafka still unavailable", extra={"error": type(exc).__name__, "retry_in_s": delay})
@@ -151,107 +291,136 @@ class Bridge:
         self._trouble.clear()
         if not stop.is_set():
             log.info("resuming MQTT intake")
-            self._start_mqtt()
+            for lane in self.lanes:
+                self._start(lane)
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, deadline: float) -> None:
         # Flush first: confirmed records get their PUBACKs queued ahead of the DISCONNECT.
-        try:
-            self.producer.flush(timeout=10)
-        except KafkaError as exc:
-            log.warning("flush at shutdown incomplete", extra={"error": type(exc).__name__})
-        self.client.disconnect()
-        self.client.loop_stop()
-        self.producer.close(timeout=5)
+        if not self._flush(deadline=deadline - 1.0):
+            log.warning("flush at shutdown incomplete; the broker redelivers what was not acknowledged")
+        for lane in self.lanes:
+            if lane.running:
+                self._halt(lane)
+        self.producer.close(timeout=max(0.0, deadline - time.monotonic()))
         log.info("bridge stopped", extra=self.counters())
+
+    def _abort(self) -> None:
+        """After a thread died: no flush (the broker redelivers everything unacknowledged)."""
+        for lane in self.lanes:
+            lane.running = False
+            try:
+                lane.client.disconnect()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+        try:
+            self.producer.close(timeout=1.0)
+        except Exception:  # noqa: BLE001
+            pass
 
     def _flag(self, reason: str) -> None:
         if not self._trouble.is_set():
             self._trouble_reason = reason
             self._trouble.set()
 
-    # --- paho network thread -------------------------------------------------------
+    # --- paho network threads ------------------------------------------------------
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client, lane: Lane, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.warning("mqtt connection refused", extra={"reason": str(reason_code)})
+            log.warning("mqtt connection refused", extra={"session": lane.name, "reason": str(reason_code)})
             return
-        self.acker.new_connection()
-        log.info("mqtt connected", extra={"broker": f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}", "session_present": bool(flags.session_present)})
+        lane.acker.new_connection()
+        log.info("mqtt connected", extra={"session": lane.name, "broker": f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}", "session_present": bool(flags.session_present)})
         # retainHandling=1: retained messages only for a new subscription, not on every resume.
         opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-        client.subscribe([(topic, opts) for topic in self.subscriptions])
+        for i in range(0, len(lane.subscriptions), SUBSCRIBE_CHUNK):
+            client.subscribe([(topic, opts) for topic in lane.subscriptions[i : i + SUBSCRIBE_CHUNK]])
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        log.info("mqtt disconnected", extra={"reason": str(reason_code)})
+    def _on_disconnect(self, client, lane: Lane, flags, reason_code, properties) -> None:
+        log.info("mqtt disconnected", extra={"session": lane.name, "reason": str(reason_code)})
 
-    def parse(self, topic: str, payload: bytes, retained: bool, dup: bool, received_at: float) -> list[CanonicalEvent | Rejection]:
-        """A message -> what goes to Kafka: canonical events and rejections (maybe none)."""
-        if topic.startswith("huxue/"):
-            return [native.parse_message(topic, payload, retained=retained, received_at=received_at, registry=self.registry, max_payload_bytes=self.cfg.bridge.max_payload_bytes)]
-        if len(payload) > self.cfg.bridge.max_payload_bytes:
-            return [Rejection("payload_too_large", f"payload is {len(payload)} bytes, limit {self.cfg.bridge.max_payload_bytes}")]
-        adapter = next((a for a in self.adapters if a.handles(topic)), None)
-        if adapter is None:
-            return [Rejection("bad_topic", f"no parser for topic {topic!r}")]
-        digest = hashlib.sha1(topic.encode() + b"\0" + payload).digest()
-        if dup and digest in self._results:
-            return self._results[digest]
-        results = adapter.parse(topic, payload, retained=retained, received_at=received_at)
-        self._results[digest] = results
-        self._results.move_to_end(digest)
-        if len(self._results) > REPLAY_MEMORY:
-            self._results.popitem(last=False)
-        return results
-
-    def _on_message(self, client, userdata, msg) -> None:
+    def _on_message(self, client, lane: Lane, msg) -> None:
         received_at = time.time()
-        slot = self.acker.register(msg.mid, msg.qos)
-        self.received += 1
+        slot = lane.acker.register(msg.mid, msg.qos)
+        lane.received += 1
         metrics.BRIDGE_MESSAGES.inc()
+        if lane is not self.main:
+            metrics.BRIDGE_PRIORITY.inc()
         try:
-            results = self.parse(msg.topic, msg.payload, bool(msg.retain), bool(msg.dup), received_at)
-        except Exception as exc:  # input must never crash the bridge
-            log.exception("parser failed", extra={"topic": msg.topic})
-            results = [Rejection("internal_error", f"{type(exc).__name__}: {exc}")]
+            topic = msg.topic
+        except UnicodeDecodeError:  # Mosquitto checks topics are UTF-8; paho raises if not
+            topic = msg._topic.decode("utf-8", "replace")
+        try:
+            records = self._records(lane, topic, msg, received_at)
+        except Exception as exc:  # noqa: BLE001 - the network thread must survive anything
+            log.exception("message handling failed", extra={"topic": topic})
+            records = [self.router.dlq(Rejection("internal_error", f"{type(exc).__name__}: {exc}"), topic, msg.payload, received_at)]
         headers = [
-            ("mqtt.topic", msg.topic.encode()),
+            ("mqtt.topic", topic.encode()),
             ("mqtt.qos", str(msg.qos).encode()),
             ("mqtt.dup", b"1" if msg.dup else b"0"),
             ("mqtt.retain", b"1" if msg.retain else b"0"),
         ]
-        self.acker.expect(slot, len(results))
-        for result in results:
-            if isinstance(result, CanonicalEvent):
-                self._send(slot, self.topics.events, result.school_id, dumps(result.to_dict()), headers)
-            else:
-                self.rejected[result.reason_code] = self.rejected.get(result.reason_code, 0) + 1
-                metrics.BRIDGE_DLQ.labels(result.reason_code).inc()
-                log.debug("rejected", extra={"reason_code": result.reason_code, "device": result.device_id or "-", "topic": msg.topic})
-                entry = dlq_entry(result, msg.topic, msg.payload, received_at)
-                self._send(slot, self.topics.events_dlq, result.device_id, dumps(entry), headers)
-        if self.acker.depth() > self.cfg.bridge.max_inflight_hard:
-            self._flag(f"more than {self.cfg.bridge.max_inflight_hard} messages in flight")
+        lane.acker.expect(slot, len(records))
+        for record in records:
+            self._send(lane, slot, record, headers, topic, msg.payload, received_at)
+        if lane.acker.depth() > self.cfg.bridge.max_inflight_hard:
+            self._flag(f"more than {self.cfg.bridge.max_inflight_hard} messages in flight ({lane.name} session)")
 
-    def _send(self, slot: Slot, topic: str, key: str | None, value: bytes, headers) -> None:
+    def _records(self, lane: Lane, topic: str, msg, received_at: float) -> list[Record]:
+        if lane is not self.main and topic not in self.priority_topics:
+            return []  # a subscription left in the persistent session by an older registry: main has its copy
+        if topic in self.priority_topics:
+            # both sessions receive a panic button's events: the first to see one forwards it
+            digest = hashlib.sha1(topic.encode() + b"\0" + msg.payload).digest()
+            if not self.claims.claim(digest, lane.name):
+                with self._lock:
+                    self.skipped += 1
+                return []
+        with self._route_lock:  # adapters' memory and the token buckets are shared by both sessions
+            records = self.router.route(topic, msg.payload, retained=bool(msg.retain), dup=bool(msg.dup), received_at=received_at)
+        if msg.qos == 0 and records:
+            # QoS 0 is lost while the bridge is down (MQTT's rule): make it visible
+            first = records[0]
+            device = first.event.device_id if first.event else (first.rejection.device_id if first.rejection else None)
+            with self._lock:
+                self.qos0.add(device or "(unknown)")
+            metrics.BRIDGE_QOS0.inc()
+        return records
+
+    def _send(self, lane: Lane, slot: Slot, record: Record, headers, topic: str, payload: bytes, received_at: float) -> None:
+        if record.rejection is not None:
+            code = record.rejection.reason_code
+            with self._lock:
+                self.rejected[code] = self.rejected.get(code, 0) + 1
+            metrics.BRIDGE_DLQ.labels(code).inc()
+            log.debug("rejected", extra={"reason_code": code, "device": record.rejection.device_id or "-", "topic": topic})
         try:
-            future = self.producer.send(topic, key=key, value=value, headers=headers)
-        except Exception as exc:  # KafkaTimeoutError, buffer or serialisation errors: do not ack
-            self._failed(slot, exc)
+            future = self.producer.send(record.topic, key=record.key, value=record.value, headers=headers)
+        except (TypeError, ValueError, MessageSizeTooLargeError) as exc:
+            if record.rejection is None:  # this record cannot be produced, whatever Kafka's state: dead-letter it
+                device = record.event.device_id if record.event else None
+                dead = self.router.dlq(Rejection("producer_rejected", f"the producer refused the event: {type(exc).__name__}: {exc}", device), topic, payload, received_at)
+                self._send(lane, slot, dead, headers, topic, payload, received_at)
+            else:
+                self._failed(lane, slot, exc)
             return
-        future.add_callback(self._confirmed, slot, topic)
-        future.add_errback(self._failed, slot)
+        except Exception as exc:  # noqa: BLE001 - KafkaTimeoutError, closed producer: do not ack, redeliver
+            self._failed(lane, slot, exc)
+            return
+        future.add_callback(self._confirmed, lane, slot, record.topic)
+        future.add_errback(self._failed, lane, slot)
 
     # --- kafka-python sender thread ------------------------------------------------
 
-    def _confirmed(self, slot: Slot, topic: str, metadata) -> None:
+    def _confirmed(self, lane: Lane, slot: Slot, topic: str, metadata) -> None:
         self.confirmed += 1
         metrics.BRIDGE_RECORDS.labels(topic).inc()
         metrics.BRIDGE_PRODUCE.observe(time.monotonic() - slot.arrived)
-        self.acker.done(slot)
+        lane.acker.done(slot)
 
-    def _failed(self, slot: Slot, exc: BaseException) -> None:
+    def _failed(self, lane: Lane, slot: Slot, exc: BaseException) -> None:
         self.failed += 1
         metrics.BRIDGE_FAILURES.inc()
         if not self._trouble.is_set():
-            log.error("kafka did not take a record; it will be redelivered", extra={"error": f"{type(exc).__name__}: {exc}"})
+            log.error("kafka did not take a record; it will be redelivered", extra={"session": lane.name, "error": f"{type(exc).__name__}: {exc}"})
         self._flag(f"kafka error {type(exc).__name__}")

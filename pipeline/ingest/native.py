@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.ingest import shape
 from pipeline.records import EVENT_TYPES, CanonicalEvent, Rejection, iso_utc, parse_ts
 from pipeline.registry import DEVICE_ID, Registry
 
@@ -55,6 +56,7 @@ def parse_message(
     received_at: float,
     registry: Registry,
     max_payload_bytes: int = 64 * 1024,
+    limits: shape.Limits = shape.DEFAULT,
 ) -> CanonicalEvent | Rejection:
     m = TOPIC.match(topic)
     if not m or not DEVICE_ID.match(m.group(1)):
@@ -96,10 +98,12 @@ def parse_message(
         return Rejection("bad_json", f"payload is not JSON: {exc}", device_id)
     if not isinstance(body, dict):
         return Rejection("not_an_object", f"payload must be a JSON object, got {type(body).__name__}", device_id)
-    return _event(body, device_id, device.school, device.kind, device.zone, topic, received_at)
+    return _event(body, device_id, device.school, device.kind, device.zone, topic, received_at, limits)
 
 
-def _event(body: dict[str, Any], device_id: str, school: str, kind: str, zone: str, topic: str, received_at: float) -> CanonicalEvent | Rejection:
+def _event(
+    body: dict[str, Any], device_id: str, school: str, kind: str, zone: str, topic: str, received_at: float, limits: shape.Limits = shape.DEFAULT
+) -> CanonicalEvent | Rejection:
     event_id = body.get("event_id")
     if event_id is None:
         return Rejection("missing_field", "field 'event_id' is required", device_id)
@@ -124,6 +128,13 @@ def _event(body: dict[str, Any], device_id: str, school: str, kind: str, zone: s
         attrs = {}
     if not isinstance(attrs, dict):
         return Rejection("invalid_field", "field 'attrs' must be an object", device_id)
+    media = body.get("media")
+    if media is not None and not isinstance(media, dict):
+        return Rejection("invalid_field", "field 'media' must be an object", device_id)
+    # attrs and media are copied to Kafka as they are: bounded before anything reads them
+    problem = shape.check(attrs, limits, "attrs") or (media is not None and shape.check(media, limits, "media"))
+    if problem:
+        return Rejection(problem.reason_code, problem.reason, device_id)
     for name, required, ok, what in _ATTR_RULES.get(etype, ()):
         if name not in attrs:
             if required:
@@ -131,9 +142,6 @@ def _event(body: dict[str, Any], device_id: str, school: str, kind: str, zone: s
             continue
         if not ok(attrs[name]):
             return Rejection("invalid_field", f"attrs.{name} must be {what}", device_id)
-    media = body.get("media")
-    if media is not None and not isinstance(media, dict):
-        return Rejection("invalid_field", "field 'media' must be an object", device_id)
     exercise = body.get("exercise", False)
     if exercise is None:
         exercise = False

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pipeline.ingest import shape
 from pipeline.records import CanonicalEvent, Rejection, in_range, iso_utc, parse_ts
 from pipeline.registry import Device, Registry
 
@@ -41,6 +42,17 @@ def any_ts(value: Any, tz: str) -> tuple[float, bool]:
         return in_range(naive.replace(tzinfo=ZoneInfo(tz)).timestamp(), text), True
     except (OverflowError, OSError):
         raise ValueError(f"time {text[:40]!r} is out of range") from None
+
+
+def number(value: Any) -> int | float | None:
+    """`value` if it is a number a canonical event may carry (finite, within ±2^53), else None.
+
+    Third-party fields copied into attrs (scores, link quality, fps) are informational:
+    an absurd value is left out rather than costing the whole event.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if shape.check(value) is None else None
 
 
 def availability(payload: bytes) -> str | None:

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from pipeline.config import FrigateConfig
-from pipeline.ingest.adapters.common import Seen, any_ts, availability, event, school_tz, unknown
+from pipeline.ingest.adapters.common import Seen, any_ts, availability, event, number, school_tz, unknown
 from pipeline.records import CanonicalEvent, Rejection
 from pipeline.registry import Device, Registry
 
@@ -122,7 +122,7 @@ class Frigate:
             where = device.zone_map.get(zone, device.zone)
             score = obj.get("top_score", obj.get("score"))
             attrs = {"zone": where, "label": label, "frigate_id": object_id, "frigate_zone": zone}
-            if isinstance(score, (int, float)) and not isinstance(score, bool):
+            if number(score) is not None:
                 attrs["score"] = round(float(score), 3)
             if zone in device.loiter_zones:
                 start = self._time(obj.get("start_time"), device, received_at)
@@ -184,8 +184,8 @@ class Frigate:
             return []
         out: list[CanonicalEvent | Rejection] = []
         for name, stats in cameras.items():
-            fps = stats.get("camera_fps") if isinstance(stats, dict) else None
-            if not isinstance(fps, (int, float)) or isinstance(fps, bool):
+            fps = number(stats.get("camera_fps")) if isinstance(stats, dict) else None
+            if fps is None:
                 continue
             for device in self.registry.external.get((ECOSYSTEM, f"{prefix}/{name}"), ()) or self.registry.external.get((ECOSYSTEM, name), ()):
                 etype = "device.heartbeat" if fps > 0 else "device.offline"

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from pipeline.config import Zigbee2MqttConfig
-from pipeline.ingest.adapters.common import any_ts, availability, event, school_tz, unknown
+from pipeline.ingest.adapters.common import any_ts, availability, event, number, school_tz, unknown
 from pipeline.records import CanonicalEvent, Rejection
 from pipeline.registry import Device, Registry
 
@@ -103,7 +103,7 @@ class Zigbee2Mqtt:
                 out.append(event(device, f"{id_base}-press", "panic.pressed", ts, topic, received_at, SOURCE, attrs))
         if self._rising(device, "tamper", body.get("tamper")):
             out.append(event(device, f"{id_base}-tamper", "device.tamper", ts, topic, received_at, SOURCE, {}))
-        attrs = {k: body[k] for k in ("battery", "linkquality") if isinstance(body.get(k), (int, float)) and not isinstance(body.get(k), bool)}
+        attrs = {k: number(body.get(k)) for k in ("battery", "linkquality") if number(body.get(k)) is not None}
         if "battery" in attrs:
             attrs["battery"] = max(0, min(100, attrs["battery"]))
         out.append(event(device, f"{id_base}-hb", "device.heartbeat", ts, topic, received_at, SOURCE, attrs))
