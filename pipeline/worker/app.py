@@ -44,6 +44,7 @@ from pipeline.rules import engine
 from pipeline.rules.incident import school_of
 from pipeline.rules.state import Context
 from pipeline.worker.tables import SchoolTables
+from pipeline.worker import faust_fixes, offsets
 
 log = logging.getLogger("huxue.worker")
 
@@ -90,6 +91,7 @@ class Shutdown:
 
 
 def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None) -> faust.App:
+    faust_fixes.apply()  # Faust patches: a restart never skips an input record (raises if Faust moved)
     topics = cfg.topics
     n = cfg.kafka.partitions
     shutdown = shutdown or Shutdown(cfg.stack.stop_timeout_seconds)
@@ -184,15 +186,17 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
             await deliver(commands_dlq, school_id, dumps({"reason_code": why.reason_code, "reason": why.reason, "command": cmd.to_dict(), "received_at": iso_utc(now)}))
             log.info("command rejected", extra={"command": cmd.command, "target": cmd.incident_id or cmd.school_id, "reason_code": why.reason_code})
             metrics.WORKER_REJECTED.labels(why.reason_code).inc()
-        for failure in getattr(outcome, "failures", ()):
+        for failure in outcome.failures:
             metrics.WORKER_RULE_FAILURES.labels(failure.rule).inc()
             if origin.get("topic") == topics.ticks:
                 last = timer_failures.get((school_id, failure.rule))
                 if last is not None and now - last < REPORT_TIMER_FAILURES_EVERY:
                     continue
                 timer_failures[(school_id, failure.rule)] = now
-            log.error("rule failed; its state is kept as before", extra={"rule": failure.rule, "school": school_id, "error": failure.error, **origin})
-            await dead_letter(events_dlq, school_id, "rule_error", f"rule {failure.rule} failed: {failure.error}", now, rule=failure.rule, school_id=school_id, **origin)
+            log.error("rule failed; its state is kept as before", extra={"rule": failure.rule, "school": school_id, "error": failure.error, "input": origin.get("topic")})
+            # a command's failure is its answer: the sender finds it on the commands DLQ
+            target = commands_dlq if origin.get("topic") == topics.commands else events_dlq
+            await dead_letter(target, school_id, "rule_error", f"rule {failure.rule} failed: {failure.error}", now, rule=failure.rule, school_id=school_id, **origin)
         tables.save(writes)
 
     async def forward(topic: faust.TopicT, school_id: str, msg: Any, right: int) -> None:
@@ -239,7 +243,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
             await forward(commands, school_id, msg, right)
             return
         state = tables.load(school_id, msg.partition)
-        await apply(school_id, state, engine.on_command(state, cmd, now, ctx), now, {"topic": msg.topic, "command_id": cmd.command_id})
+        await apply(school_id, state, engine.on_command(state, cmd, now, ctx), now, {"topic": msg.topic, "command": cmd.to_dict()})
 
     async def on_tick(partition: int, now: float) -> None:
         # The registry's schools of this partition (so timers start with no traffic at
@@ -283,6 +287,10 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
         try:
             async for event in stream.events():
                 msg = event.message
+                # -- offset guard (pipeline/worker/offsets.py): exit rather than skip an input --
+                if not await offsets.check(app, msg, (topics.events, topics.commands)):
+                    continue
+                # -- end offset guard --
                 processed[msg.tp] = msg.offset + 1
                 metrics.WORKER_INPUTS.labels(kind_of.get(msg.topic, "other")).inc()
                 await handle(msg)
