@@ -211,6 +211,7 @@ class Pipeline:
         self.publisher = Publisher(self.cfg.mqtt)
         self.producer = kafka_client.producer(self.cfg.kafka.bootstrap)
         self._n = 0
+        self._published: list[str] = []  # event ids published, for sentinel()
 
     # -- processes ---------------------------------------------------------------
     def start_bridge(self) -> None:
@@ -253,6 +254,8 @@ class Pipeline:
 
     def publish(self, device: str, body: dict[str, Any] | bytes, channel: str = "events", retain: bool = False) -> None:
         payload = body if isinstance(body, bytes) else dumps(body)
+        if isinstance(body, dict) and isinstance(body.get("event_id"), str):
+            self._published.append(body["event_id"])
         self.publisher.publish(f"huxue/v1/devices/{device}/{channel}", payload, retain=retain).wait_for_publish(10)
 
     def emit(self, device: str, etype: str, exercise: bool = False, **attrs: Any) -> dict[str, Any]:
@@ -282,10 +285,27 @@ class Pipeline:
         )
         return found[0]
 
+    def wait_forwarded(self, timeout: float = 20) -> None:
+        """Every event published so far is on Kafka, as an event or a dead letter (a press
+        published after this cannot overtake them on the priority lane)."""
+        ids = set(self._published)
+        self.events.wait(lambda rs: not ids - {r.get("event_id") for r in rs} - _dead_lettered(self.dlq.records, ids), timeout, "earlier events on Kafka")
+
     def sentinel(self, school: str, device: str, timeout: float = 20) -> None:
-        """A drill press at `school`, awaited: everything published there before it has been processed."""
+        """A drill press at `school`, awaited: everything published there before it has been processed.
+
+        Presses take the bridge's priority lane and may overtake earlier events, so the
+        press goes out only once every event published so far is on Kafka (as an event
+        or a dead letter): the worker reads a school's partition in order."""
+        self.wait_forwarded(timeout)
         body = self.press(device, exercise=True)
         self.alerts.wait(lambda rs: any(any(e["event_id"] == body["event_id"] for e in a["evidence"]) for a in rs), timeout, f"sentinel at {school}")
+
+
+def _dead_lettered(entries: list[dict[str, Any]], ids: set[str]) -> set[str]:
+    """The ids among `ids` whose event went to the dead-letter topic instead."""
+    payloads = " ".join(e.get("payload", "") for e in entries)
+    return {i for i in ids if i in payloads}
 
 
 class Postgres:
@@ -329,3 +349,37 @@ class Postgres:
     def stop(self) -> None:
         subprocess.run([*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# -- commands from a librdkafka client ------------------------------------------------
+
+
+def kcat_partition(key: str, partitions: int) -> int:
+    """Where librdkafka's default partitioner (`consistent_random`: CRC32 of the key) puts `key`.
+
+    kcat and confluent-kafka place keyed records this way, unlike the Java client and
+    kafka-python (murmur2, `pipeline.kafka_client.partition_for`).
+    """
+    import zlib
+
+    return zlib.crc32(key.encode("utf-8")) % partitions
+
+
+def kcat_command(bootstrap: str, topic: str, key: str, value: bytes, timeout: float = 120) -> None:
+    """Produce one keyed record with `kcat -P` and its DEFAULT partitioner (CRC32, not murmur2).
+
+    kcat 1.7 sends a line read from stdin only once more input follows or stdin ends, so
+    the line is piped and stdin closed; kcat exits after the delivery report. The value
+    must be one line (compact JSON is) without a tab (JSON escapes tabs in strings).
+    """
+    assert b"\n" not in value and b"\t" not in value, "kcat_command: the value must be one line without tabs"
+    assert "\t" not in key and "\n" not in key
+    result = subprocess.run(
+        ["kcat", "-b", bootstrap, "-t", topic, "-P", "-K", "\t", "-X", "message.timeout.ms=90000"],
+        input=key.encode("utf-8") + b"\t" + value + b"\n",
+        capture_output=True,
+        timeout=timeout,
+    )
+    err = result.stderr.decode(errors="replace")
+    if result.returncode != 0 or "failed" in err.lower() or "error" in err.lower():
+        raise RuntimeError(f"kcat -P exited {result.returncode}: {err.strip()[-500:]}")

@@ -6,6 +6,11 @@ same output (same alert identifiers). Whatever is due (deadline stages, rule tim
 fires before any input is applied, so a command that arrives after a deadline cannot
 hide the escalation it came too late for.
 
+Deadlines wait for the commands that could settle them: the worker passes `until`, the
+time up to which every command of the school's partition has been processed (an ack
+produced before a deadline but still queued, e.g. while the worker restarted, must settle
+it, not arrive after its escalation). A command itself settles what it can at its own time.
+
 Every rule is a `rule.Rule`, listed once in RULES; events go through them in this order.
 A rule may *claim* an event (its evidence went into an incident), and the rules that would
 raise a separate incident for it (perimeter, video behaviour) then leave it alone.
@@ -77,8 +82,8 @@ def describer(inc: Incident, ctx: Context) -> lifecycle.Describe:
     return panic.describer(ctx.escalation) if inc.rule == panic.RULE else lifecycle.describe
 
 
-def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context) -> Outcome:
-    due = run_due(state.pruned(now), now, ctx)
+def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, until: float | None = None) -> Outcome:
+    due = run_due(state.pruned(now), now, ctx, until)
     state = due.state
     if event.key in state.applied:  # redelivered: already part of the state
         return due
@@ -134,18 +139,19 @@ def _incident_command(state: SchoolState, cmd: Command, now: float, ctx: Context
     return RuleOutcome(state.put(inc), alerts)
 
 
-def on_tick(state: SchoolState, now: float, ctx: Context) -> Outcome:
-    return run_due(state.pruned(now), now, ctx)
+def on_tick(state: SchoolState, now: float, ctx: Context, until: float | None = None) -> Outcome:
+    return run_due(state.pruned(now), now, ctx, until)
 
 
-def run_due(state: SchoolState, now: float, ctx: Context) -> Outcome:
-    """Fire due incident deadlines, then the timers of the rules that keep time."""
+def run_due(state: SchoolState, now: float, ctx: Context, until: float | None = None) -> Outcome:
+    """Fire incident deadlines due by `until` (default `now`), then the timers of the rules that keep time."""
     alerts: list[Alert] = []
     notices: list[SilenceNotice] = []
     failures: list[RuleFailure] = []
-    due = [i for i in state.incidents.values() if (ladder.next_due(i) or now + 1) <= now]
+    horizon = now if until is None else min(now, until)
+    due = [i for i in state.incidents.values() if (ladder.next_due(i) or horizon + 1) <= horizon]
     for inc in sorted(due, key=lambda i: ladder.next_due(i) or 0):
-        fired = _attempt(LADDER, failures, ladder.fire_due, inc, now, ctx.escalation, describer(inc, ctx))
+        fired = _attempt(LADDER, failures, ladder.fire_due, inc, now, ctx.escalation, describer(inc, ctx), horizon)
         if fired is not None:
             state = state.put(fired[0])
             alerts += fired[1]

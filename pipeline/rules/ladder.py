@@ -54,11 +54,12 @@ def next_due(inc: Incident) -> float | None:
     return min(inc.deadlines.values()) if inc.deadlines else None
 
 
-def fire_due(inc: Incident, now: float, esc: EscalationConfig, describe: Describe) -> tuple[Incident, list[Alert]]:
-    """Emit every pending deadline stage whose time has come, in due order."""
+def fire_due(inc: Incident, now: float, esc: EscalationConfig, describe: Describe, until: float | None = None) -> tuple[Incident, list[Alert]]:
+    """Emit every pending deadline stage due by `until` (default `now`), in due order."""
     alerts: list[Alert] = []
+    until = now if until is None else min(now, until)
     for stage, due in sorted(inc.deadlines.items(), key=lambda kv: kv[1]):
-        if due > now or not inc.is_open:
+        if due > until or not inc.is_open:
             break
         inc = replace(inc, deadlines={s: d for s, d in inc.deadlines.items() if s != stage})
         if stage in inc.stages:  # defensive: a stage is never emitted twice

@@ -34,6 +34,7 @@ import threading
 from typing import Any
 
 import faust
+from faust.types import TP
 from aiokafka.errors import CorruptRecordException, MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
 from pipeline import kafka_client, metrics
@@ -53,6 +54,9 @@ TICK_RETENTION_MS = str(3600 * 1000)  # ticks only carry the time; an hour is pl
 UNSENDABLE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError, CorruptRecordException)
 DLQ_PAYLOAD_BYTES = 256 * 1024  # the head of an input kept in its dead-letter entry
 REPORT_TIMER_FAILURES_EVERY = 60.0  # a timer rule failing at every tick: report once a minute
+# Deadlines wait while commands that could settle them are still queued (engine.py), but
+# never longer than this: an escalation may come a little late, never not at all.
+HOLD_DEADLINES_AT_MOST_SECONDS = 5.0
 EXIT_AGENT_DIED = 70
 EXIT_STOP_TIMEOUT = 71
 
@@ -225,7 +229,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
             await forward(events, school_id, msg, right)
             return
         state = tables.load(school_id, msg.partition)
-        await apply(school_id, state, engine.on_event(state, event, now, ctx), now, {"topic": msg.topic, "event_id": event.event_id, "device_id": event.device_id})
+        await apply(school_id, state, engine.on_event(state, event, now, ctx, deadline_horizon(msg.partition, now)), now, {"topic": msg.topic, "event_id": event.event_id, "device_id": event.device_id})
 
     async def on_command(msg: Any, now: float) -> None:
         try:
@@ -244,18 +248,40 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
             return
         state = tables.load(school_id, msg.partition)
         await apply(school_id, state, engine.on_command(state, cmd, now, ctx), now, {"topic": msg.topic, "command": cmd.to_dict()})
+        last_command[msg.partition] = now
 
     async def on_tick(partition: int, now: float) -> None:
         # The registry's schools of this partition (so timers start with no traffic at
         # all) and any other school stored here. The tables also hold standby keys and
         # keys of partitions since lost: keep those this partition owns.
         stored = [k for k in list(tables.schools.keys()) if owner(k) == partition]
+        until = deadline_horizon(partition, now)
         for school_id in sorted(set(schools_by_partition.get(partition, ())) | set(stored)):
             started = tables.has_core(school_id)
             state = tables.load(school_id, partition)
             if started and (state.next_due() is None or state.next_due() > now):
                 continue
-            await apply(school_id, state, engine.on_tick(state, now, ctx), now, {"topic": topics.ticks})
+            await apply(school_id, state, engine.on_tick(state, now, ctx, until), now, {"topic": topics.ticks})
+
+    last_command: dict[int, float] = {}  # partition -> time of the last command processed there
+    behind_since: dict[int, float] = {}  # partition -> since when its commands are not all processed
+
+    def deadline_horizon(partition: int, now: float) -> float | None:
+        """Up to when deadlines of this partition may fire: None (up to `now`) once every
+        command of the partition Kafka has is processed; otherwise the time of the last
+        command processed, for at most HOLD_DEADLINES_AT_MOST_SECONDS."""
+        tp = TP(topics.commands, partition)
+        position = processed.get(tp)
+        if position is None:  # no command processed since start: they were, up to the committed offset
+            position = app.consumer._committed_offset.get(tp)  # noqa: SLF001 - Faust keeps no public view
+        high = app.consumer.highwater(tp)
+        if high is not None and position is not None and position >= high:
+            behind_since.pop(partition, None)
+            return None
+        since = behind_since.setdefault(partition, now)
+        if now - since > HOLD_DEADLINES_AT_MOST_SECONDS:
+            return None
+        return last_command.get(partition, 0.0)
 
     processed: dict = {}  # TopicPartition -> next offset, for the lag metric
     kind_of = {topics.events: "event", topics.commands: "command", topics.ticks: "tick"}
