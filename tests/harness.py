@@ -365,18 +365,20 @@ def kcat_partition(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode("utf-8")) % partitions
 
 
-def kcat_command(bootstrap: str, topic: str, key: str, value: bytes, timeout: float = 120) -> None:
-    """Produce one keyed record with `kcat -P` and its DEFAULT partitioner (CRC32, not murmur2).
+def kcat_command(bootstrap: str, topic: str, key: str | None, value: bytes, timeout: float = 120) -> None:
+    """Produce one record with `kcat -P` and its DEFAULT partitioner (CRC32, not murmur2);
+    `key` None: no key (librdkafka then picks a partition at random).
 
     kcat 1.7 sends a line read from stdin only once more input follows or stdin ends, so
     the line is piped and stdin closed; kcat exits after the delivery report. The value
     must be one line (compact JSON is) without a tab (JSON escapes tabs in strings).
     """
     assert b"\n" not in value and b"\t" not in value, "kcat_command: the value must be one line without tabs"
-    assert "\t" not in key and "\n" not in key
+    assert key is None or ("\t" not in key and "\n" not in key)
+    keyed = ["-K", "\t"] if key is not None else []
     result = subprocess.run(
-        ["kcat", "-b", bootstrap, "-t", topic, "-P", "-K", "\t", "-X", "message.timeout.ms=90000"],
-        input=key.encode("utf-8") + b"\t" + value + b"\n",
+        ["kcat", "-b", bootstrap, "-t", topic, "-P", *keyed, "-X", "message.timeout.ms=90000"],
+        input=(key.encode("utf-8") + b"\t" if key is not None else b"") + value + b"\n",
         capture_output=True,
         timeout=timeout,
     )

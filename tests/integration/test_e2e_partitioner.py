@@ -8,14 +8,12 @@ producer had sent them: the worker forwards them to the school's partition first
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
-import zlib
 
 import pytest
 
-from harness import Pipeline
+from harness import Pipeline, kcat_command, kcat_partition
 from pipeline.kafka_client import partition_for
 from pipeline.records import dumps, iso_utc
 
@@ -24,23 +22,8 @@ pytestmark = pytest.mark.integration
 PARTITIONS = 3
 
 
-def crc32_partition(key: str) -> int:
-    """librdkafka's consistent_random partitioner for a non-empty key."""
-    return (zlib.crc32(key.encode()) & 0xFFFFFFFF) % PARTITIONS
-
-
-# schools of the test registry whose CRC32 and murmur2 partitions differ
-MISPLACED = [s for s in (f"t{i:02d}" for i in range(1, 60)) if crc32_partition(s) != partition_for(s, PARTITIONS)]
-
-
-def kcat_send(bootstrap: str, topic: str, key: str | None, value: bytes) -> None:
-    """One record with kcat's default partitioner (as an operator's script would)."""
-    args = ["kcat", "-b", bootstrap, "-t", topic, "-P"]
-    line = value
-    if key is not None:
-        args += ["-K", "\t"]
-        line = key.encode() + b"\t" + value
-    subprocess.run(args, input=line + b"\n", check=True, timeout=30, capture_output=True)
+# schools of the test registry whose CRC32 (kcat) and murmur2 (huxue) partitions differ
+MISPLACED = [s for s in (f"t{i:02d}" for i in range(1, 60)) if kcat_partition(s, PARTITIONS) != partition_for(s, PARTITIONS)]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +43,7 @@ def test_kcat_commands_with_the_default_partitioner_move_the_incident(pipe):
     bootstrap, topic = pipe.cfg.kafka.bootstrap, pipe.cfg.topics.commands
     for verb, stage in (("ack", "acknowledged"), ("arrive", "arrived"), ("resolve", "resolved")):
         cmd = {"command": verb, "incident_id": iid, "school_id": school, "by": "kcat-user", "command_id": uuid.uuid4().hex}
-        kcat_send(bootstrap, topic, school, dumps(cmd))
+        kcat_command(bootstrap, topic, school, dumps(cmd))
         alert = pipe.wait_stage(school, stage)
         assert alert["command_id"] == cmd["command_id"] and alert["by"] == "kcat-user"
     mine = [a for a in pipe.alerts_of(school) if a["incident_id"] == iid]
@@ -69,7 +52,7 @@ def test_kcat_commands_with_the_default_partitioner_move_the_incident(pipe):
     assert not [r for r in pipe.rejected.records if r.get("command", {}).get("incident_id") == iid]
     # the kcat records really landed elsewhere, and were forwarded to the school's partition
     placed = {r.partition for r in _commands_raw(pipe) if b"kcat-user" in r.value and r.key == school.encode()}
-    assert placed == {crc32_partition(school), partition_for(school, PARTITIONS)}
+    assert placed == {kcat_partition(school, PARTITIONS), partition_for(school, PARTITIONS)}
 
 
 def test_commands_without_a_key_or_with_a_wrong_key_work(pipe):
@@ -77,9 +60,9 @@ def test_commands_without_a_key_or_with_a_wrong_key_work(pipe):
     pipe.press(f"{school}-btn-1")
     iid = pipe.wait_stage(school, "opened")["incident_id"]
     bootstrap, topic = pipe.cfg.kafka.bootstrap, pipe.cfg.topics.commands
-    kcat_send(bootstrap, topic, None, dumps({"command": "ack", "incident_id": iid, "by": "no-key"}))
+    kcat_command(bootstrap, topic, None, dumps({"command": "ack", "incident_id": iid, "by": "no-key"}))
     pipe.wait_stage(school, "acknowledged")
-    kcat_send(bootstrap, topic, "some-device-id", dumps({"command": "arrive", "incident_id": iid, "by": "wrong-key"}))
+    kcat_command(bootstrap, topic, "some-device-id", dumps({"command": "arrive", "incident_id": iid, "by": "wrong-key"}))
     assert pipe.wait_stage(school, "arrived")["by"] == "wrong-key"
 
 
@@ -100,7 +83,7 @@ def test_events_placed_by_a_foreign_producer_open_and_join_at_the_school(pipe):
             "mqtt_topic": f"huxue/v1/devices/{device}/events",
             "received_at": now,
         }
-        kcat_send(pipe.cfg.kafka.bootstrap, pipe.cfg.topics.events, device, dumps(event))
+        kcat_command(pipe.cfg.kafka.bootstrap, pipe.cfg.topics.events, device, dumps(event))
         pipe.wait_stage(school, "opened" if n == 0 else "joined-2")
     incidents = {a["incident_id"] for a in pipe.alerts_of(school)}
     assert len(incidents) == 1, "both presses belong to one incident: one writer for the school"
