@@ -41,7 +41,7 @@ class FaceWatchlist(Rule):
             evidence=(evidence_of(event),),
             status=event.status,
             zone=event.zone,
-            notify=("onsite", "mobile", "command") if severity == "Extreme" else ("onsite", "command"),
+            notify=lifecycle.notify_for(severity),
             quiet_close_seconds=cfg.join_seconds,
         )
         state, alerts = dispatch.raise_or_join(state, spec, now, ctx)

@@ -40,6 +40,11 @@ def urgency(severity: str) -> str:
     return "Immediate" if severity in ("Extreme", "Severe") else "Expected"
 
 
+def notify_for(severity: str) -> tuple[str, ...]:
+    """Who a sensor-raised incident of this severity pages: mobile units only for Extreme."""
+    return ("onsite", "mobile", "command") if severity == "Extreme" else ("onsite", "command")
+
+
 def describe(inc: Incident, stage: str, by: str) -> str:
     text = _TEXT.get(stage.split("-")[0], "{title}: " + stage)
     return text.format(title=inc.title, n=inc.evidence_total, by=by or "operator")
