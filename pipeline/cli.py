@@ -46,6 +46,8 @@ def cmd_stack(args) -> int:
             if values is not None:
                 shown = "  ".join(f"{k.removeprefix(f'huxue_{name}_').removesuffix('_total')}={v:g}" for k, v in sorted(values.items()))
                 print(f"{name:<10} metrics  {shown}   ({url})")
+                if values.get("huxue_bridge_qos0_events_total"):
+                    print(f"{'':<10} note     devices publish at QoS 0: those events are lost while the bridge is down (the progress log names the devices)")
         if all(r["state"] == "ready" for r in brokers):
             from pipeline import kafka_client
 
