@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from pipeline.rules.settings import SEVERITIES, RulesConfig
+from pipeline.records import SEVERITIES
+from pipeline.rules.settings import RulesConfig
 
 
 class ConfigError(ValueError):

@@ -37,7 +37,7 @@ from pipeline.config import Config
 from pipeline.ingest import priority
 from pipeline.ingest.acker import InOrderAcker, Slot
 from pipeline.ingest.counts import DeviceCounts
-from pipeline.ingest.router import REPLAY_MEMORY, Record, Router  # noqa: F401 - REPLAY_MEMORY: tests import it from here
+from pipeline.ingest.router import Record, Router
 from pipeline.records import CanonicalEvent, Rejection
 from pipeline.registry import Registry
 

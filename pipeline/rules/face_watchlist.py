@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pipeline.records import CanonicalEvent
 from pipeline.rules import dispatch, lifecycle
-from pipeline.rules.evidence import clip, evidence_of
+from pipeline.rules.evidence import clip
 from pipeline.rules.rule import Rule, RuleOutcome
 from pipeline.rules.state import Context, SchoolState
 
@@ -32,16 +32,12 @@ class FaceWatchlist(Rule):
         if severity is None or similarity < cfg.min_similarity:
             return RuleOutcome(state)
         person = clip(str(event.attrs.get("person_ref") or "unknown person"))  # it keys the incident
-        spec = lifecycle.Raise(
+        spec = lifecycle.raise_for(
+            event,
             rule=RULE,
             key=f"{category}/{person}",
             severity=severity,
-            urgency=lifecycle.urgency(severity),
             title=f"Watchlist face ({category}: {person}, similarity {similarity:.2f}) at {ctx.school_name(state.school_id)} ({event.zone})",
-            evidence=(evidence_of(event),),
-            status=event.status,
-            zone=event.zone,
-            notify=lifecycle.notify_for(severity),
             quiet_close_seconds=cfg.join_seconds,
         )
         state, alerts = dispatch.raise_or_join(state, spec, now, ctx)

@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pipeline.records import Alert, iso_utc
-from pipeline.rules.evidence import MAX_EVIDENCE, clip, fit, size  # noqa: F401 (MAX_EVIDENCE: re-exported)
+from pipeline.rules.evidence import clip, fit, size
 
 # new ids end in the cause digest; ids of earlier versions end in the sequence number
 INCIDENT_ID = re.compile(r"^inc-(\d{8})-(.+)-(\d{4,})-([0-9a-f]{6})$")

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from pipeline.records import Alert
-from pipeline.rules.evidence import clip, fit
+from pipeline.records import Alert, CanonicalEvent
+from pipeline.rules.evidence import clip, evidence_of, fit
 from pipeline.rules.incident import EVIDENCE_BUDGET, Incident
 from pipeline.rules.state import Context, SchoolState
 
@@ -76,6 +76,13 @@ class Raise:
         """What goes into the incident id's digest: a reused sequence number stays unique."""
         trigger = self.cause or f"{self.evidence[0].get('device_id', '')}/{self.evidence[0].get('event_id', '')}"
         return f"{self.rule}|{self.key}|{self.status}|{opened_at!r}|{trigger}"
+
+
+def raise_for(event: CanonicalEvent, *, rule: str, key: str, severity: str, title: str, **more: Any) -> Raise:
+    """A Raise triggered by one event: its evidence, status and zone, and the urgency and
+    who is paged following the severity (unless given)."""
+    fields: dict[str, Any] = {"urgency": urgency(severity), "notify": notify_for(severity), **more}
+    return Raise(rule=rule, key=key, severity=severity, title=title, evidence=(evidence_of(event),), status=event.status, zone=event.zone, **fields)
 
 
 def create(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pipeline.records import CanonicalEvent
 from pipeline.rules import calendar, dispatch, lifecycle
-from pipeline.rules.evidence import evidence_of
 from pipeline.rules.rule import Rule, RuleOutcome
 from pipeline.rules.state import Context, SchoolState
 
@@ -29,15 +28,13 @@ class Perimeter(Rule):
         school = ctx.school(state.school_id)
         after_hours = not (school and calendar.in_hours(school, event.credible_ts(ctx.max_clock_skew_seconds)))
         severity = cfg.severity_after_hours if after_hours else cfg.severity_in_hours
-        spec = lifecycle.Raise(
+        spec = lifecycle.raise_for(
+            event,
             rule=RULE,
             key=event.zone,
             severity=severity,
             urgency="Immediate" if after_hours else "Expected",
             title=f"{'After hours: ' if after_hours else ''}{WHAT.get(event.type, event.type)} at {ctx.school_name(state.school_id)} ({event.zone})",
-            evidence=(evidence_of(event),),
-            status=event.status,
-            zone=event.zone,
             notify=("onsite", "mobile", "command") if after_hours else ("onsite", "command"),
             quiet_close_seconds=cfg.quiet_close_seconds,
         )

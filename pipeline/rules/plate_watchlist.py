@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pipeline.records import CanonicalEvent
 from pipeline.rules import dispatch, lifecycle
-from pipeline.rules.evidence import evidence_of
 from pipeline.rules.rule import Rule, RuleOutcome
 from pipeline.rules.settings import normalise_plate
 from pipeline.rules.state import Context, SchoolState
@@ -29,16 +28,12 @@ class PlateWatchlist(Rule):
         severity = next((sev for listed, sev in cfg.plates.items() if normalise_plate(listed) == plate), None)
         if severity is None:
             return RuleOutcome(state)
-        spec = lifecycle.Raise(
+        spec = lifecycle.raise_for(
+            event,
             rule=RULE,
             key=plate,
             severity=severity,
-            urgency=lifecycle.urgency(severity),
             title=f"Watchlist plate {plate} at {ctx.school_name(state.school_id)} ({event.zone})",
-            evidence=(evidence_of(event),),
-            status=event.status,
-            zone=event.zone,
-            notify=lifecycle.notify_for(severity),
             quiet_close_seconds=cfg.join_seconds,
         )
         state, alerts = dispatch.raise_or_join(state, spec, now, ctx)

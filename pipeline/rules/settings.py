@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.records import SEVERITIES  # noqa: F401 (config.py reads it from here)
 
 
 @dataclass(frozen=True)

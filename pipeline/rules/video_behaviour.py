@@ -14,7 +14,6 @@ from fnmatch import fnmatch
 
 from pipeline.records import CanonicalEvent
 from pipeline.rules import calendar, dispatch, lifecycle
-from pipeline.rules.evidence import evidence_of
 from pipeline.rules.rule import Rule, RuleOutcome
 from pipeline.rules.state import Context, SchoolState
 
@@ -55,15 +54,12 @@ class VideoBehaviour(Rule):
         if found is None:
             return RuleOutcome(state)
         group, severity, what = found
-        spec = lifecycle.Raise(
+        spec = lifecycle.raise_for(
+            event,
             rule=RULE,
             key=f"{group}/{event.zone}",
             severity=severity,
-            urgency=lifecycle.urgency(severity),
             title=f"{what} at {ctx.school_name(state.school_id)} ({event.zone})",
-            evidence=(evidence_of(event),),
-            status=event.status,
-            zone=event.zone,
             notify=("onsite", "command"),
             quiet_close_seconds=cfg.quiet_close_seconds,
         )

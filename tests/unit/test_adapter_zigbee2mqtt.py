@@ -493,7 +493,7 @@ def test_without_last_seen_a_new_identical_press_a_second_later_is_new():
 
 
 def test_without_last_seen_dup_replay_memory_is_bounded():
-    from pipeline.ingest.bridge import REPLAY_MEMORY
+    from pipeline.ingest.router import REPLAY_MEMORY
 
     b = make_bridge()
     msg = state(action="emergency")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, load_config
-from pipeline.rules.settings import SEVERITIES, RulesConfig, normalise_plate
+from pipeline.records import SEVERITIES
+from pipeline.rules.settings import RulesConfig, normalise_plate
 from pipeline.rules.state import Context
 from unit_helpers import ESC, OTHER_SCHOOL, SCHOOL, build_registry
 

@@ -11,7 +11,7 @@ import pytest
 from pipeline.config import EscalationConfig
 from pipeline.records import Command, iso_utc
 from pipeline.rules import engine, ladder, panic
-from pipeline.rules.incident import MAX_EVIDENCE
+from pipeline.rules.evidence import MAX_EVIDENCE
 from pipeline.rules.state import SchoolState
 from unit_helpers import ESC, SCHOOL, SCHOOL_NAME, T0, Driver, command, make_ctx, press
 

@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from pipeline.rules import engine
-from pipeline.rules.incident import MAX_EVIDENCE, Incident, incident_id_for, school_of
+from pipeline.rules.evidence import MAX_EVIDENCE
+from pipeline.rules.incident import Incident, incident_id_for, school_of
 from pipeline.rules.state import KEEP_APPLIED_SECONDS, KEEP_CLOSED_SECONDS, MAX_APPLIED, Context, SchoolState
 from pipeline.registry import Registry
 from unit_helpers import ESC, SCHOOL, SCHOOL_NAME, T0, Driver, command, make_ctx, press
