@@ -134,7 +134,8 @@ def write_config(cfg: Config) -> Path:
 
 
 def cluster_id(cfg: Config) -> str:
-    """Stable per HUXUE_HOME (it is written into the formatted data dir)."""
+    """Stable per HUXUE_HOME (it is written into the formatted data dir). Base64url: it may
+    start with "-", so it is passed as `--cluster-id=<id>`, never as a separate argument."""
     path = cfg.home / "kafka" / "cluster.id"
     if path.exists():
         return path.read_text().strip()
@@ -157,7 +158,7 @@ def java_argv(cfg: Config, lib: Path, main: list[str]) -> list[str]:
 
 
 def format_storage(cfg: Config, lib: Path, server_props: Path) -> None:
-    cmd = java_argv(cfg, lib, ["kafka.tools.StorageTool", "format", "-t", cluster_id(cfg), "-c", str(server_props), "--ignore-formatted"])
+    cmd = java_argv(cfg, lib, ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id(cfg)}", "-c", str(server_props), "--ignore-formatted"])
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"formatting Kafka storage failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
