@@ -1,18 +1,25 @@
 """`huxue bench`: throughput and latency through the pipeline, against a raw-broker baseline.
 
-Two phases with the same offered traffic (the simulator's mix, a publish timestamp in
-each payload), on the local stack, one after the other:
+Phases with the same simulated traffic (the simulator's mix, a publish timestamp in each
+payload), on the local stack, one after the other:
 
 1. baseline: `mosquitto_sub -q 1 | kcat -P` forwards raw payloads to a Kafka topic
    (no validation, no keys, no ordered acks): the floor set by the brokers themselves.
    Caveat measured here: kcat 1.7.1 sends a line read from stdin only when more input
    follows, so at low rates its latency is about one inter-arrival gap; compare
    throughput and CPU at any rate, latency at high rates;
-2. huxue: its own bridge and worker (a fresh topic prefix and app id), MQTT publish ->
-   `huxue.events`, and panic press -> `opened` alert.
+2. huxue: its own bridge and worker, MQTT publish -> `huxue.events`, panic press ->
+   first alert, and deadline lateness (ladder alert's Kafka timestamp minus its `due`);
+3. with --overload: the huxue phase again at twice the rate;
+4. with --find-max: short huxue-only steps searching the highest rate that keeps up.
+
+Every huxue phase runs a fresh bridge + worker on its own topic prefix, so no phase
+inherits another's backlog or open incidents. Panic presses are spread over the phase,
+the first at its start; nobody answers them, and the ladder is compressed to 1/4, 1/2
+and 3/4 of the phase so every stage of the first press fires while load is on.
 
 Latency = time a consumer sees the record minus the publish time (same clock, same
-consumer path in both phases), so the ratio compares the forwarding paths. CPU seconds
+consumer path in every phase), so the ratio compares the forwarding paths. CPU seconds
 and peak RSS come from /proc for each process involved. Results also go to
 bench/results/<time>.json.
 """
@@ -20,6 +27,7 @@ bench/results/<time>.json.
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -28,50 +36,73 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 from kafka import KafkaConsumer, TopicPartition
 
 from pipeline import kafka_client, simulate
-from pipeline.config import load_config
+from pipeline.config import Config, load_config
 from pipeline.mqtt_client import Publisher
-from pipeline.records import dumps, loads
-from pipeline.registry import load_registry
+from pipeline.records import dumps, loads, parse_ts
+from pipeline.registry import Registry, load_registry
+from pipeline.rules.ladder import LADDER
 from pipeline.stack import kafka_server, local, mosquitto_server
 
 DRAIN_SECONDS = 30.0
+LADDER_FRACTIONS = (0.25, 0.50, 0.75)  # of the phase: onsite_overdue, mobile_late, mobile_overdue
+KEEP_UP_RATIO = 0.98  # --find-max: delivered/offered at least this ...
+KEEP_UP_LAG_S = 2.0  # ... and the last event on huxue.events within this of the end of publishing
+FIND_MAX_SECONDS = 10.0
+FIND_MAX_DRAIN_S = 5.0  # long enough to report a lag somewhat past KEEP_UP_LAG_S
 
 
 @dataclass
 class Phase:
     name: str
+    rate: float = 0.0
     offered: int = 0
     delivered: int = 0
     seconds: float = 0.0
+    lag_s: float | None = None  # last published event seen minus end of publishing
     latencies_ms: list[float] = field(default_factory=list)
+    presses: int = 0
     panic_ms: list[float] = field(default_factory=list)
+    ladder_s: list[float] = field(default_factory=list)
+    stages_expected: int = 0
+    lateness_ms: list[float] = field(default_factory=list)
     cpu_s: dict[str, float] = field(default_factory=dict)
     rss_mb: dict[str, float] = field(default_factory=dict)
 
-    def summary(self) -> dict:
-        def pct(xs: list[float]) -> dict:
-            if not xs:
-                return {}
-            s = sorted(xs)
-            at = lambda q: s[min(len(s) - 1, int(q * len(s)))]  # noqa: E731
-            return {"p50": round(at(0.50), 1), "p95": round(at(0.95), 1), "p99": round(at(0.99), 1), "max": round(s[-1], 1), "mean": round(statistics.fmean(s), 1)}
+    def keeps_up(self) -> bool:
+        return self.offered > 0 and self.delivered / self.offered >= KEEP_UP_RATIO and self.lag_s is not None and self.lag_s <= KEEP_UP_LAG_S
 
+    def summary(self) -> dict:
         return {
             "name": self.name,
+            "rate": self.rate,
             "offered": self.offered,
             "delivered": self.delivered,
             "throughput_per_s": round(self.delivered / self.seconds, 1) if self.seconds else 0,
-            "latency_ms": pct(self.latencies_ms),
-            "panic_to_alert_ms": pct(self.panic_ms),
+            "last_event_lag_s": None if self.lag_s is None else round(self.lag_s, 3),
+            "latency_ms": _pct(self.latencies_ms),
+            "presses": self.presses,
+            "panic_to_alert_ms": _pct(self.panic_ms),
+            "ladder_s": self.ladder_s,
+            "deadline_stages": {"seen": len(self.lateness_ms), "expected": self.stages_expected},
+            "deadline_lateness_ms": _pct(self.lateness_ms),
             "cpu_s": {k: round(v, 2) for k, v in self.cpu_s.items()},
             "peak_rss_mb": {k: round(v, 1) for k, v in self.rss_mb.items()},
         }
+
+
+def _pct(xs: list[float]) -> dict:
+    if not xs:
+        return {}
+    s = sorted(xs)
+    at = lambda q: s[min(len(s) - 1, int(q * len(s)))]  # noqa: E731
+    return {"p50": round(at(0.50), 1), "p95": round(at(0.95), 1), "p99": round(at(0.99), 1), "max": round(s[-1], 1), "mean": round(statistics.fmean(s), 1)}
 
 
 def _cpu(pid: int) -> float:
@@ -84,6 +115,22 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def machine() -> dict:
+    """Facts to read the numbers against: the box is small and shared."""
+    model = ""
+    try:
+        model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
 
 
 class Usage:
@@ -127,13 +174,35 @@ class Watch:
             now = time.time()
             for records in batch.values():
                 for r in records:
-                    for key in self._key_of(r.value):
-                        self.seen.setdefault(key, now)
+                    self.on_record(r, now)
+
+    def on_record(self, r, now: float) -> None:
+        for key in self._key_of(r.value):
+            self.seen.setdefault(key, now)
 
     def close(self) -> None:
         self._stop.set()
         self._t.join(5)
         self._c.close()
+
+
+class AlertWatch(Watch):
+    """Alerts: `seen` per press event id (its first alert), and each ladder stage's
+    lateness = the record's Kafka timestamp minus the alert's `due`, keyed by
+    (the incident's first press, stage)."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.lateness_ms: dict[tuple[str, str], float] = {}
+        super().__init__(bootstrap, topic, None)
+
+    def on_record(self, r, now: float) -> None:
+        body = loads(r.value)
+        evidence = body.get("evidence") or []
+        for e in evidence:
+            self.seen.setdefault(e["event_id"], now)
+        if body.get("stage") in LADDER and body.get("due") and evidence:
+            key = (evidence[0]["event_id"], body["stage"])
+            self.lateness_ms.setdefault(key, r.timestamp - parse_ts(body["due"]) * 1000)
 
 
 def _tag(value: bytes) -> list[str]:
@@ -143,11 +212,6 @@ def _tag(value: bytes) -> list[str]:
         return []
     tag = body.get("attrs", {}).get("bench") if isinstance(body, dict) else None
     return [tag] if tag else []
-
-
-def _evidence(value: bytes) -> list[str]:
-    body = loads(value)
-    return [e["event_id"] for e in body.get("evidence", [])]
 
 
 def wait_forwarding(pub: Publisher, sim: simulate.Simulator, watch: Watch, timeout: float = 30) -> None:
@@ -166,16 +230,19 @@ def wait_forwarding(pub: Publisher, sim: simulate.Simulator, watch: Watch, timeo
     raise RuntimeError(f"nothing was forwarded within {timeout:g} s")
 
 
-def drive(pub: Publisher, sim: simulate.Simulator, rate: float, duration: float, panics: int, schools: list[str]) -> tuple[dict[str, float], dict[str, float]]:
-    """Publish the mix at `rate` for `duration`; returns publish times of events and of panic presses."""
+def drive(pub: Publisher, sim: simulate.Simulator, rate: float, duration: float, panics: int, schools: list[str]) -> tuple[dict[str, float], dict[str, tuple[float, str]]]:
+    """Publish the mix at `rate` for `duration`, `panics` presses evenly spread in it (the
+    first at the start); returns publish times of events, and of presses (with school)."""
     sent: dict[str, float] = {}
-    presses: dict[str, float] = {}
-    every = max(1, int(rate * duration / (panics + 1))) if panics else 0
+    presses: dict[str, tuple[float, str]] = {}
+    slots = rate * duration
+    press_at = {int(k * slots / panics) for k in range(panics)} if panics else set()
     stop = threading.Event()
     for i in simulate.paced(rate, stop, duration):
-        if every and i % every == every - 1 and len(presses) < panics:
-            device, topic, payload = sim.press(schools[len(presses) % len(schools)])
-            presses[loads(payload)["event_id"]] = time.time()
+        if i in press_at:
+            school = schools[len(presses) % len(schools)]
+            _, topic, payload = sim.press(school)
+            presses[loads(payload)["event_id"]] = (time.time(), school)
             pub.publish(topic, payload)
             continue
         tag = f"b{i}"
@@ -185,137 +252,209 @@ def drive(pub: Publisher, sim: simulate.Simulator, rate: float, duration: float,
     return sent, presses
 
 
-def collect(phase: Phase, sent: dict[str, float], watch: Watch, started: float, nudge=None) -> None:
-    deadline = time.monotonic() + DRAIN_SECONDS
-    while time.monotonic() < deadline and len(set(sent) & set(watch.seen)) < len(sent):
+def _until(done, timeout: float, nudge=None) -> None:
+    """Poll `done()` every 0.2 s until it holds or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
         if nudge:
             nudge()
         time.sleep(0.2)
-    got = [k for k in sent if k in watch.seen]
+
+
+def collect(phase: Phase, sent: dict[str, float], watch: Watch, started: float, ended: float, drain: float = DRAIN_SECONDS, nudge=None) -> None:
+    _until(lambda: len(sent.keys() & watch.seen.keys()) >= len(sent), drain, nudge)
+    seen = dict(watch.seen)
+    got = [k for k in sent if k in seen]
     phase.offered, phase.delivered = len(sent), len(got)
-    last = max((watch.seen[k] for k in got), default=started)
-    phase.seconds = last - started
-    phase.latencies_ms = [(watch.seen[k] - sent[k]) * 1000 for k in got]
+    phase.seconds = max((seen[k] for k in got), default=started) - started
+    phase.latencies_ms = [(seen[k] - sent[k]) * 1000 for k in got]
+    last = max(sent, key=sent.get, default=None)
+    phase.lag_s = seen[last] - ended if last in seen else None
 
 
-def main(args) -> int:
-    cfg0 = load_config(args.config)
-    local.up(cfg0)
-    run_id = uuid.uuid4().hex[:6]
-    prefix = f"bench-{run_id}."
-    work = cfg0.home / "bench" / run_id
-    work.mkdir(parents=True, exist_ok=True)
-    raw_cfg = {
-        "mqtt": {"url": cfg0.mqtt.url},
-        "kafka": {"bootstrap": cfg0.kafka.bootstrap, "topic_prefix": prefix, "partitions": cfg0.kafka.partitions},
-        "registry": str(cfg0.registry_path),
-        "stack": {"home": str(cfg0.home)},
-        "bridge": {"client_id": f"bench-bridge-{run_id}", "metrics_port": 0},
-        "worker": {"app_id": f"bench-worker-{run_id}", "instance_id": f"bench-worker-{run_id}", "metrics_port": 0},
-    }
-    cfg_path = work / "huxue.yaml"
-    cfg_path.write_text(yaml.safe_dump(raw_cfg))
-    cfg = load_config(cfg_path)
-    registry = load_registry(cfg.registry_path)
-    schools = sorted(registry.schools)
-    raw_topic = f"{prefix}raw"
-    kafka_client.ensure_topics(cfg.kafka.bootstrap, [*cfg.topics.contract(), raw_topic], cfg.kafka.partitions)
-    brokers = {"mosquitto": mosquitto_server.service(cfg).pid(), "kafka": kafka_server.service(cfg).pid()}
-    print(f"bench {run_id}: {args.rate:g} msg/s offered for {args.duration:g} s per phase, {len(schools)} schools", flush=True)
-    results = []
+def collect_alerts(phase: Phase, presses: dict[str, tuple[float, str]], alerts: AlertWatch, ended: float) -> None:
+    """Each press's first alert, and every ladder stage due before publishing ended (the
+    first press at a school opens its incident; later ones there join it)."""
+    opened: dict[str, tuple[str, float]] = {}
+    for eid, (t, school) in presses.items():
+        opened.setdefault(school, (eid, t))
+    wanted = {(eid, stage) for eid, t in opened.values() for stage, after in zip(LADDER, phase.ladder_s) if t + after <= ended}
+    _until(lambda: presses.keys() <= alerts.seen.keys() and wanted <= alerts.lateness_ms.keys(), DRAIN_SECONDS)
+    phase.presses = len(presses)
+    phase.panic_ms = [(alerts.seen[k] - presses[k][0]) * 1000 for k in presses if k in alerts.seen]
+    phase.stages_expected = len(wanted)
+    phase.lateness_ms = [alerts.lateness_ms[k] for k in wanted if k in alerts.lateness_ms]
 
-    # --- phase 1: raw broker path ------------------------------------------------
+
+@dataclass
+class Bench:
+    """What every phase shares: the base configuration, the registry, the brokers."""
+
+    cfg0: Config
+    run_id: str
+    work: Path
+    registry: Registry
+    schools: list[str]
+    brokers: dict[str, int]
+
+    def config(self, slug: str, ladder: list[float]) -> Config:
+        """A configuration of its own for one huxue phase (fresh topics, app id)."""
+        cfg0, name = self.cfg0, f"bench-{self.run_id}-{slug}"
+        raw = {
+            "mqtt": {"url": cfg0.mqtt.url},
+            "kafka": {"bootstrap": cfg0.kafka.bootstrap, "topic_prefix": f"{name}.", "partitions": cfg0.kafka.partitions},
+            "registry": str(cfg0.registry_path),
+            "stack": {"home": str(cfg0.home)},
+            "escalation": dict(zip(("ack_seconds", "arrive_target_seconds", "arrive_limit_seconds"), ladder)),
+            "bridge": {"client_id": f"{name}-bridge", "metrics_port": 0},
+            "worker": {"app_id": f"{name}-worker", "instance_id": f"{name}-worker", "metrics_port": 0},
+        }
+        path = self.work / f"{slug}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return load_config(path)
+
+
+def start_huxue(b: Bench, cfg: Config, slug: str) -> dict[str, subprocess.Popen]:
+    kafka_client.ensure_topics(cfg.kafka.bootstrap, cfg.topics.contract(), cfg.kafka.partitions)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUXUE_")}
+    procs: dict[str, subprocess.Popen] = {}
+    for verb, ready in (("worker", "worker ready"), ("bridge", "mqtt connected")):
+        log = b.work / f"{slug}-{verb}.log"
+        with open(log, "wb") as out:
+            procs[verb] = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", "--config", str(b.work / f"{slug}.yaml"), verb], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        _until(lambda: ready in log.read_text(errors="replace") or procs[verb].poll() is not None, 120)
+        if ready not in log.read_text(errors="replace"):
+            stop_huxue(procs)
+            raise RuntimeError(f"{verb} did not start:\n{log.read_text(errors='replace')[-2000:]}")
+    return procs
+
+
+def stop_huxue(procs: dict[str, subprocess.Popen]) -> None:
+    for p in procs.values():
+        if p.poll() is None:
+            os.killpg(p.pid, 15)
+            p.wait(30)
+
+
+def huxue_phase(b: Bench, name: str, slug: str, rate: float, duration: float, panics: int, drain: float = DRAIN_SECONDS) -> Phase:
+    """One phase through a fresh bridge + worker."""
+    phase = Phase(name, rate=rate, ladder_s=[round(f * duration, 3) for f in LADDER_FRACTIONS])
+    cfg = b.config(slug, phase.ladder_s)
+    procs = start_huxue(b, cfg, slug)
+    try:
+        watch = Watch(cfg.kafka.bootstrap, cfg.topics.events, _tag)
+        alerts = AlertWatch(cfg.kafka.bootstrap, cfg.topics.alerts)
+        pub = Publisher(cfg.mqtt)
+        wait_forwarding(pub, simulate.Simulator(b.registry, b.schools, seed=0), watch)
+        usage = Usage({**b.brokers, **{k: p.pid for k, p in procs.items()}})
+        started = time.time()
+        sent, presses = drive(pub, simulate.Simulator(b.registry, b.schools, seed=1), rate, duration, panics, b.schools)
+        ended = time.time()
+        collect(phase, sent, watch, started, ended, drain)
+        if presses:
+            collect_alerts(phase, presses, alerts, ended)
+        usage.stop(phase)
+        pub.close()
+        watch.close()
+        alerts.close()
+    finally:
+        stop_huxue(procs)
+        kafka_client.delete_topics(
+            cfg.kafka.bootstrap, [*cfg.topics.contract(), cfg.topics.ticks, f"{cfg.worker.app_id}-schools-changelog", f"{cfg.worker.app_id}-memory-changelog"]
+        )
+    return phase
+
+
+def baseline_phase(b: Bench, rate: float, duration: float) -> Phase:
     kcat = shutil.which("kcat") or shutil.which("kafkacat")
     sub = shutil.which("mosquitto_sub")
     if not (kcat and sub):
-        print("baseline needs mosquitto_sub and kcat: apt-get install -y mosquitto-clients kcat", file=sys.stderr)
-        return 2
-    base = Phase("baseline mosquitto_sub|kcat")
+        raise RuntimeError("baseline needs mosquitto_sub and kcat: apt-get install -y mosquitto-clients kcat")
+    cfg = b.cfg0
+    raw_topic = f"bench-{b.run_id}-raw"
+    kafka_client.ensure_topics(cfg.kafka.bootstrap, [raw_topic], cfg.kafka.partitions)
+    base = Phase("baseline mosquitto_sub|kcat", rate=rate)
     pipe = subprocess.Popen(
         # line-buffered like the bridge's per-message hand-off, and the bridge's linger (2 ms)
-        f"stdbuf -oL '{sub}' -h {cfg.mqtt.host} -p {cfg.mqtt.port} -q 1 -i bench-raw-{run_id} -t 'huxue/v1/devices/+/events' "
+        f"stdbuf -oL '{sub}' -h {cfg.mqtt.host} -p {cfg.mqtt.port} -q 1 -i bench-raw-{b.run_id} -t 'huxue/v1/devices/+/events' "
         f"| '{kcat}' -P -q -X linger.ms=2 -X acks=all -b {cfg.kafka.bootstrap} -t {raw_topic}",
         shell=True, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         watch = Watch(cfg.kafka.bootstrap, raw_topic, _tag)
         pub = Publisher(cfg.mqtt)
-        wait_forwarding(pub, simulate.Simulator(registry, schools, seed=0), watch)
-        children = _children(pipe.pid)
-        usage = Usage({**brokers, **children})
+        wait_forwarding(pub, simulate.Simulator(b.registry, b.schools, seed=0), watch)
+        usage = Usage({**b.brokers, **_children(pipe.pid)})
         started = time.time()
-        sim = simulate.Simulator(registry, schools, seed=1)
-        sent, _ = drive(pub, sim, args.rate, args.duration, 0, schools)
+        sim = simulate.Simulator(b.registry, b.schools, seed=1)
+        sent, _ = drive(pub, sim, rate, duration, 0, b.schools)
         # kcat 1.7.1 (librdkafka 2.0.2) holds a message read from stdin until more input
         # (or EOF) arrives: uncounted padding releases the phase's last messages.
-        collect(base, sent, watch, started, nudge=lambda: pub.publish(*sim.background(extra_attrs={"bench": "pad"})))
+        collect(base, sent, watch, started, time.time(), nudge=lambda: pub.publish(*sim.background(extra_attrs={"bench": "pad"})))
         usage.stop(base)
         pub.close()
         watch.close()
     finally:
         os.killpg(pipe.pid, 15)
         pipe.wait(10)
-    results.append(base)
-    _print(base)
+        kafka_client.delete_topics(cfg.kafka.bootstrap, [raw_topic])
+    return base
 
-    # --- phase 2: huxue bridge + worker -------------------------------------------
-    hux = Phase("huxue bridge+worker")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUXUE_")}
-    procs = {}
-    logs = {}
-    try:
-        for verb, ready in (("worker", "worker ready"), ("bridge", "mqtt connected")):
-            logs[verb] = work / f"{verb}.log"
-            out = open(logs[verb], "wb")
-            procs[verb] = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--config", str(cfg_path), verb], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-            out.close()
-            deadline = time.monotonic() + 120
-            while ready not in logs[verb].read_text(errors="replace"):
-                if procs[verb].poll() is not None or time.monotonic() > deadline:
-                    print(f"{verb} did not start:\n{logs[verb].read_text()[-2000:]}", file=sys.stderr)
-                    return 1
-                time.sleep(0.2)
-        watch = Watch(cfg.kafka.bootstrap, cfg.topics.events, _tag)
-        alerts = Watch(cfg.kafka.bootstrap, cfg.topics.alerts, _evidence)
-        pub = Publisher(cfg.mqtt)
-        wait_forwarding(pub, simulate.Simulator(registry, schools, seed=0), watch)
-        usage = Usage({**brokers, **{k: p.pid for k, p in procs.items()}})
-        started = time.time()
-        sent, presses = drive(pub, simulate.Simulator(registry, schools, seed=1), args.rate, args.duration, args.panics, schools)
-        collect(hux, sent, watch, started)
-        deadline = time.monotonic() + DRAIN_SECONDS
-        while time.monotonic() < deadline and not set(presses) <= set(alerts.seen):
-            time.sleep(0.2)
-        hux.panic_ms = [(alerts.seen[k] - presses[k]) * 1000 for k in presses if k in alerts.seen]
-        usage.stop(hux)
-        pub.close()
-        watch.close()
-        alerts.close()
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                os.killpg(p.pid, 15)
-                p.wait(30)
+
+def find_max(b: Bench, rate: float, seconds: float, steps: int) -> dict:
+    """Double the rate while huxue keeps up, then bisect between the last rate that kept up
+    and the first that did not; `steps` phases in all."""
+    good, bad = 0.0, None
+    history = []
+    for n in range(steps):
+        phase = huxue_phase(b, f"find-max {rate:g}/s", f"max{n}", rate, seconds, 0, drain=FIND_MAX_DRAIN_S)
+        ok = phase.keeps_up()
+        lag = "-" if phase.lag_s is None else f"{phase.lag_s:.2f} s"
+        print(f"find-max step {n + 1}/{steps}: {rate:g} msg/s  delivered {phase.delivered}/{phase.offered}  last event lag {lag}  {'keeps up' if ok else 'falls behind'}", flush=True)
+        history.append({**phase.summary(), "keeps_up": ok})
+        if ok:
+            good = rate
+        else:
+            bad = rate
+        rate = rate * 2 if bad is None else round((good + bad) / 2)
+    print(f"find-max: highest rate that kept up {good:g} msg/s (first that did not: {'-' if bad is None else f'{bad:g}'})", flush=True)
+    return {"max_rate": good, "first_failing_rate": bad, "step_seconds": seconds, "steps": history}
+
+
+def main(args) -> int:
+    facts = machine()
+    print(f"machine: {facts['cores']} cores ({facts['cpu'] or '?'}), {facts['date']}, kernel {facts['kernel']}, python {facts['python']}", flush=True)
+    cfg0 = load_config(args.config)
+    local.up(cfg0)
+    run_id = uuid.uuid4().hex[:6]
+    work = cfg0.home / "bench" / run_id
+    work.mkdir(parents=True, exist_ok=True)
+    registry = load_registry(cfg0.registry_path)
+    schools = sorted(registry.schools)
+    brokers = {"mosquitto": mosquitto_server.service(cfg0).pid(), "kafka": kafka_server.service(cfg0).pid()}
+    b = Bench(cfg0, run_id, work, registry, schools, brokers)
+    print(f"bench {run_id}: {args.rate:g} msg/s offered for {args.duration:g} s per phase, {len(schools)} schools, {args.panics} presses per huxue phase", flush=True)
+
+    results = [baseline_phase(b, args.rate, args.duration)]
+    _print(results[-1])
+    hux = huxue_phase(b, "huxue bridge+worker", "huxue", args.rate, args.duration, args.panics)
     results.append(hux)
     _print(hux)
+    _print_ratio(results[0], hux)
+    if args.overload:
+        results.append(huxue_phase(b, f"huxue overload {2 * args.rate:g}/s", "overload", 2 * args.rate, args.duration, args.panics))
+        _print(results[-1])
+    report = {"run_id": run_id, "machine": facts, "rate": args.rate, "duration": args.duration, "phases": [r.summary() for r in results]}
+    if args.find_max:
+        report["find_max"] = find_max(b, args.rate, min(FIND_MAX_SECONDS, args.duration), args.find_max_steps)
 
-    b, h = base.summary(), hux.summary()
-    if b["latency_ms"] and h["latency_ms"]:
-        print(
-            f"ratio huxue/baseline: throughput {h['throughput_per_s'] / max(b['throughput_per_s'], 1e-9):.2f}x, "
-            f"p50 latency {h['latency_ms']['p50'] / max(b['latency_ms']['p50'], 0.1):.2f}x, "
-            f"p99 latency {h['latency_ms']['p99'] / max(b['latency_ms']['p99'], 0.1):.2f}x",
-            flush=True,
-        )
     out_dir = Path.cwd() / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = {"run_id": run_id, "rate": args.rate, "duration": args.duration, "phases": [r.summary() for r in results]}
     path = out_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{run_id}.json"
     path.write_bytes(dumps(report))
     print(f"results: {path}", flush=True)
-    kafka_client.delete_topics(
-        cfg.kafka.bootstrap, [*cfg.topics.contract(), raw_topic, cfg.topics.ticks, f"{cfg.worker.app_id}-schools-changelog", f"{cfg.worker.app_id}-memory-changelog"]
-    )
     return 0 if hux.delivered == hux.offered else 1
 
 
@@ -336,16 +475,34 @@ def _children(pid: int) -> dict[str, int]:
     return found
 
 
+def _print_ratio(base: Phase, hux: Phase) -> None:
+    b, h = base.summary(), hux.summary()
+    if b["latency_ms"] and h["latency_ms"]:
+        print(
+            f"ratio huxue/baseline: throughput {h['throughput_per_s'] / max(b['throughput_per_s'], 1e-9):.2f}x, "
+            f"p50 latency {h['latency_ms']['p50'] / max(b['latency_ms']['p50'], 0.1):.2f}x, "
+            f"p99 latency {h['latency_ms']['p99'] / max(b['latency_ms']['p99'], 0.1):.2f}x",
+            flush=True,
+        )
+
+
 def _print(phase: Phase) -> None:
     s = phase.summary()
     lat = s["latency_ms"]
+    lag = "-" if phase.lag_s is None else f"{phase.lag_s:.2f}"
     print(
         f"{s['name']:<28} delivered {s['delivered']}/{s['offered']}  {s['throughput_per_s']:>8.1f} msg/s  "
-        f"latency ms p50 {lat.get('p50', '-')} p95 {lat.get('p95', '-')} p99 {lat.get('p99', '-')} max {lat.get('max', '-')}",
+        f"latency ms p50 {lat.get('p50', '-')} p95 {lat.get('p95', '-')} p99 {lat.get('p99', '-')} max {lat.get('max', '-')}  last event lag s {lag}",
         flush=True,
     )
-    if s["panic_to_alert_ms"]:
+    if phase.presses:
         pl = s["panic_to_alert_ms"]
-        print(f"{'':<28} panic press -> alert ms p50 {pl['p50']} p95 {pl['p95']} max {pl['max']} ({len(phase.panic_ms)} presses)", flush=True)
+        print(f"{'':<28} panic press -> alert ms p50 {pl.get('p50', '-')} p99 {pl.get('p99', '-')} max {pl.get('max', '-')} ({len(phase.panic_ms)}/{phase.presses} presses)", flush=True)
+        dl = s["deadline_lateness_ms"]
+        ladder = "/".join(f"{x:g}" for x in phase.ladder_s)
+        print(
+            f"{'':<28} deadline lateness ms p50 {dl.get('p50', '-')} p99 {dl.get('p99', '-')} max {dl.get('max', '-')} "
+            f"({len(phase.lateness_ms)}/{phase.stages_expected} stages, ladder {ladder} s)",
+            flush=True,
+        )
     print(f"{'':<28} cpu s {s['cpu_s']}  peak rss MB {s['peak_rss_mb']}", flush=True)
-

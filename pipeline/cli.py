@@ -328,7 +328,10 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="throughput and latency through the running pipeline, with a raw-broker baseline")
     s.add_argument("--rate", type=float, default=500.0, help="messages per second offered")
     s.add_argument("--duration", type=float, default=20.0, help="seconds per phase")
-    s.add_argument("--panics", type=int, default=10, help="panic presses spread over the run")
+    s.add_argument("--panics", type=int, default=10, help="panic presses spread over each huxue phase (the first at its start, unanswered)")
+    s.add_argument("--overload", action="store_true", help="then a huxue phase at twice --rate")
+    s.add_argument("--find-max", action="store_true", help="then search the highest rate huxue keeps up with (short huxue-only steps)")
+    s.add_argument("--find-max-steps", type=int, default=6, help="steps of the --find-max search (doubling from --rate, then bisecting)")
     s.set_defaults(func=cmd_bench)
     return p
 

@@ -216,6 +216,11 @@ class Topics:
         return f"{self.prefix}events"
 
     @property
+    def urgent(self) -> str:
+        # Copies of alarm events (panic presses) for the worker's urgent lane (worker/app.py).
+        return f"{self.prefix}urgent"
+
+    @property
     def events_dlq(self) -> str:
         return f"{self.prefix}events.dlq"
 
@@ -242,7 +247,7 @@ class Topics:
 
     def contract(self) -> list[str]:
         """Topics every deployment has; `huxue stack up` creates them."""
-        return [self.events, self.events_dlq, self.alerts, self.commands, self.commands_dlq, self.silences]
+        return [self.events, self.events_dlq, self.alerts, self.commands, self.commands_dlq, self.silences, self.urgent]
 
 
 def packaged_config_path() -> Path:

@@ -291,13 +291,29 @@ class Pipeline:
         ids = set(self._published)
         self.events.wait(lambda rs: not ids - {r.get("event_id") for r in rs} - _dead_lettered(self.dlq.records, ids), timeout, "earlier events on Kafka")
 
-    def sentinel(self, school: str, device: str, timeout: float = 20) -> None:
-        """A drill press at `school`, awaited: everything published there before it has been processed.
-
-        Presses take the bridge's priority lane and may overtake earlier events, so the
-        press goes out only once every event published so far is on Kafka (as an event
-        or a dead letter): the worker reads a school's partition in order."""
+    def wait_processed(self, timeout: float = 20) -> None:
+        """Every event published so far is on Kafka and the worker has processed it (its
+        consumer group committed past it). Presses take priority lanes in the bridge and
+        the worker, so a press published later may be processed before them."""
         self.wait_forwarded(timeout)
+        consumer = KafkaConsumer(bootstrap_servers=self.cfg.kafka.bootstrap, group_id=None, enable_auto_commit=False)
+        admin = kafka_client.admin(self.cfg.kafka.bootstrap)
+        try:
+            parts = [TopicPartition(self.cfg.topics.events, p) for p in consumer.partitions_for_topic(self.cfg.topics.events)]
+            ends = {tp: n for tp, n in consumer.end_offsets(parts).items() if n}
+
+            def committed() -> bool:
+                done = admin.list_group_offsets(self.cfg.worker.app_id).get(self.cfg.worker.app_id, {})
+                return all(tp in done and done[tp].offset >= n for tp, n in ends.items())
+
+            wait_for(committed, timeout, "the worker to process every event published so far", interval=0.2)
+        finally:
+            consumer.close()
+            admin.close()
+
+    def sentinel(self, school: str, device: str, timeout: float = 20) -> None:
+        """A drill press at `school`, awaited, after everything published before it was processed."""
+        self.wait_processed(timeout)
         body = self.press(device, exercise=True)
         self.alerts.wait(lambda rs: any(any(e["event_id"] == body["event_id"] for e in a["evidence"]) for a in rs), timeout, f"sentinel at {school}")
 

@@ -224,10 +224,10 @@ class Bridge:
 
     def _connect_kafka(self, stop: threading.Event):
         def connect():
-            kafka_client.ensure_topics(self.cfg.kafka.bootstrap, [self.topics.events, self.topics.events_dlq], self.cfg.kafka.partitions, self.cfg.kafka.replication_factor)
+            kafka_client.ensure_topics(self.cfg.kafka.bootstrap, [self.topics.events, self.topics.urgent, self.topics.events_dlq], self.cfg.kafka.partitions, self.cfg.kafka.replication_factor)
             producer = kafka_client.producer(self.cfg.kafka.bootstrap)
             try:
-                for topic in (self.topics.events, self.topics.events_dlq):
+                for topic in (self.topics.events, self.topics.urgent, self.topics.events_dlq):
                     producer.partitions_for(topic)  # metadata now, so send() never waits for it
             except Exception:
                 producer.close(timeout=0)

@@ -28,6 +28,7 @@ log = logging.getLogger("huxue.bridge")
 
 REPLAY_MEMORY = 5000  # adapter results kept for MQTT redeliveries (DUP)
 EXEMPT_KINDS = frozenset({"panic_button"})  # never rate-limited
+URGENT_TYPES = frozenset({"panic.pressed"})  # also sent to the urgent topic (worker/app.py)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class Router:
             results = self.parse(topic, payload, retained, dup, received_at)
             # a redelivered copy (DUP, set by the broker only) was admitted once: never refuse it now
             results = (None if dup else self._rate_limited(results)) or results
-            return [self._record(r, topic, payload, received_at) for r in results]
+            return [rec for r in results for rec in self._records(r, topic, payload, received_at)]
         except Exception as exc:  # noqa: BLE001 - a bug meets odd input: dead-letter it, keep going
             log.exception("could not route a message", extra={"topic": _printable(topic)})
             return [self.dlq(Rejection("internal_error", f"{type(exc).__name__}: {exc}"), topic, payload, received_at)]
@@ -133,14 +134,19 @@ class Router:
         d = self.registry.device(device_id)
         return d.kind if d else ""
 
-    def _record(self, result: CanonicalEvent | Rejection, topic: str, payload: bytes, received_at: float) -> Record:
+    def _records(self, result: CanonicalEvent | Rejection, topic: str, payload: bytes, received_at: float) -> list[Record]:
+        """The Kafka records of one result: a dead letter, or the event (alarm types also
+        as an urgent copy first, which the worker reads without waiting behind telemetry)."""
         if isinstance(result, Rejection):
-            return self.dlq(result, topic, payload, received_at)
+            return [self.dlq(result, topic, payload, received_at)]
         try:
             value = dumps(result.to_dict())
         except Exception as exc:  # noqa: BLE001 - orjson refused it (shape limits should have caught it)
-            return self.dlq(Rejection("unserialisable", f"event could not be written as JSON: {type(exc).__name__}: {exc}", result.device_id), topic, payload, received_at)
-        return Record(self.topics.events, result.school_id, value, event=result)
+            return [self.dlq(Rejection("unserialisable", f"event could not be written as JSON: {type(exc).__name__}: {exc}", result.device_id), topic, payload, received_at)]
+        event = Record(self.topics.events, result.school_id, value, event=result)
+        if result.type in URGENT_TYPES:
+            return [Record(self.topics.urgent, result.school_id, value, event=result), event]
+        return [event]
 
     def dlq(self, rejection: Rejection, topic: str, payload: bytes, received_at: float) -> Record:
         """The DLQ record of a rejected message; falls back to a minimal entry, never raises."""

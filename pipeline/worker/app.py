@@ -8,7 +8,12 @@ to its school's partition before any state is touched: it is then processed ther
 the school's one writer, timed when it was forwarded (so a school's alerts stay in time
 order: a command that was misplaced cannot settle a deadline that already fired).
 
-One agent reads events, commands and ticks, so each school's state has one writer.
+Two agents, so that alarms never wait behind telemetry: `urgent` reads the urgent topic
+(the bridge's copies of panic presses), commands and ticks; `process` reads the events.
+A school still has one writer at a time: both take the school's lock around
+load -> engine -> send -> save, and a press seen on both topics is applied once (its
+`(device_id, event_id)`); the rules treat a press that overtakes a camera event like one
+that came first.
 Ticks are how time enters: a timer on every worker sends an empty record to each of
 its own partitions of the tick topic every `worker.tick_seconds`; processing a tick of
 partition p fires the due deadlines of the schools of p, inside stream iteration (the
@@ -31,6 +36,7 @@ import asyncio
 import logging
 import os
 import threading
+from collections import defaultdict
 from typing import Any
 
 import faust
@@ -123,8 +129,9 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
         worker_redirect_stdouts=False,
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": n}
-    inputs = app.topic(topics.events, topics.commands, topics.ticks, **raw)
     events = app.topic(topics.events, **raw)
+    urgent_inputs = app.topic(topics.urgent, topics.commands, topics.ticks, **raw)
+    urgent = app.topic(topics.urgent, **raw)
     commands = app.topic(topics.commands, **raw)
     alerts = app.topic(topics.alerts, **raw)
     events_dlq = app.topic(topics.events_dlq, **raw)
@@ -203,9 +210,10 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
             await dead_letter(target, school_id, "rule_error", f"rule {failure.rule} failed: {failure.error}", now, rule=failure.rule, school_id=school_id, **origin)
         tables.save(writes)
 
-    async def forward(topic: faust.TopicT, school_id: str, msg: Any, right: int) -> None:
+    async def forward(school_id: str, msg: Any, right: int) -> None:
         """Re-send a record some other client placed on the wrong partition to its
-        school's partition, keyed by the school."""
+        school's partition (same topic), keyed by the school."""
+        topic = {topics.events: events, topics.urgent: urgent, topics.commands: commands}[msg.topic]
         headers = [*(msg.headers or []), ("huxue.forwarded_from", f"{msg.partition}/{msg.offset}".encode())]
         await deliver(topic, school_id, msg.value, partition=right, headers=headers)
         metrics.WORKER_FORWARDED.labels(kind_of[msg.topic]).inc()
@@ -226,10 +234,11 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
         # The value names the school (the bridge keys by it too; a foreign producer may not).
         school_id = event.school_id
         if (right := owner(school_id)) != msg.partition:
-            await forward(events, school_id, msg, right)
+            await forward(school_id, msg, right)
             return
-        state = tables.load(school_id, msg.partition)
-        await apply(school_id, state, engine.on_event(state, event, now, ctx, deadline_horizon(msg.partition, now)), now, {"topic": msg.topic, "event_id": event.event_id, "device_id": event.device_id})
+        async with locks[school_id]:
+            state = tables.load(school_id, msg.partition)
+            await apply(school_id, state, engine.on_event(state, event, now, ctx, deadline_horizon(msg.partition, now)), now, {"topic": msg.topic, "event_id": event.event_id, "device_id": event.device_id})
 
     async def on_command(msg: Any, now: float) -> None:
         try:
@@ -244,10 +253,11 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
             await dead_letter(commands_dlq, None, "invalid_command", "the command names no school", now, command=cmd.to_dict())
             return
         if (right := owner(school_id)) != msg.partition:
-            await forward(commands, school_id, msg, right)
+            await forward(school_id, msg, right)
             return
-        state = tables.load(school_id, msg.partition)
-        await apply(school_id, state, engine.on_command(state, cmd, now, ctx), now, {"topic": msg.topic, "command": cmd.to_dict()})
+        async with locks[school_id]:
+            state = tables.load(school_id, msg.partition)
+            await apply(school_id, state, engine.on_command(state, cmd, now, ctx), now, {"topic": msg.topic, "command": cmd.to_dict()})
         last_command[msg.partition] = now
 
     async def on_tick(partition: int, now: float) -> None:
@@ -257,11 +267,12 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
         stored = [k for k in list(tables.schools.keys()) if owner(k) == partition]
         until = deadline_horizon(partition, now)
         for school_id in sorted(set(schools_by_partition.get(partition, ())) | set(stored)):
-            started = tables.has_core(school_id)
-            state = tables.load(school_id, partition)
-            if started and (state.next_due() is None or state.next_due() > now):
-                continue
-            await apply(school_id, state, engine.on_tick(state, now, ctx, until), now, {"topic": topics.ticks})
+            async with locks[school_id]:
+                started = tables.has_core(school_id)
+                state = tables.load(school_id, partition)
+                if started and (state.next_due() is None or state.next_due() > now):
+                    continue
+                await apply(school_id, state, engine.on_tick(state, now, ctx, until), now, {"topic": topics.ticks})
 
     last_command: dict[int, float] = {}  # partition -> time of the last command processed there
     behind_since: dict[int, float] = {}  # partition -> since when its commands are not all processed
@@ -284,7 +295,8 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
         return last_command.get(partition, 0.0)
 
     processed: dict = {}  # TopicPartition -> next offset, for the lag metric
-    kind_of = {topics.events: "event", topics.commands: "command", topics.ticks: "tick"}
+    kind_of = {topics.events: "event", topics.urgent: "urgent", topics.commands: "command", topics.ticks: "tick"}
+    locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # school -> its one writer at a time
 
     async def handle(msg: Any) -> None:
         now = msg.timestamp
@@ -308,15 +320,14 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
             code = "unsendable" if unsendable else "worker_error"
             await dead_letter(target, _key(msg) or None, code, f"{type(exc).__name__}: {exc}", now, **where, **payload_fields(msg.value))
 
-    @app.agent(inputs, name="process")
-    async def process(stream):
+    async def consume(stream) -> None:
+        """One agent's loop: guard offsets, process each input, die loudly."""
         try:
             async for event in stream.events():
                 msg = event.message
-                # -- offset guard (pipeline/worker/offsets.py): exit rather than skip an input --
-                if not await offsets.check(app, msg, (topics.events, topics.commands)):
+                # offset guard (worker/offsets.py): exit rather than skip an input
+                if not await offsets.check(app, msg, (topics.events, topics.urgent, topics.commands)):
                     continue
-                # -- end offset guard --
                 processed[msg.tp] = msg.offset + 1
                 metrics.WORKER_INPUTS.labels(kind_of.get(msg.topic, "other")).inc()
                 await handle(msg)
@@ -330,6 +341,14 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
             log.critical("agent died; exiting so the supervisor restarts the worker", exc_info=True)
             logging.shutdown()
             os._exit(EXIT_AGENT_DIED)
+
+    @app.agent(urgent_inputs, name="urgent")
+    async def process_urgent(stream):
+        await consume(stream)
+
+    @app.agent(events, name="process")
+    async def process(stream):
+        await consume(stream)
 
     @app.timer(cfg.worker.tick_seconds)
     async def send_ticks() -> None:

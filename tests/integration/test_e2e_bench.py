@@ -1,4 +1,4 @@
-"""`huxue bench` runs against the session's brokers and reports both phases (a smoke test:
+"""`huxue bench` runs against the session's brokers and reports every phase (a smoke test:
 speed itself is measured by the benchmark, never asserted here)."""
 
 from __future__ import annotations
@@ -14,23 +14,41 @@ import yaml
 
 pytestmark = pytest.mark.integration
 
+PERCENTILES = {"p50", "p95", "p99", "max", "mean"}
 
-def test_bench_reports_baseline_and_pipeline(stack, workdir):
+
+def _numbers(d: dict) -> bool:
+    return set(d) == PERCENTILES and all(isinstance(v, (int, float)) for v in d.values())
+
+
+def test_bench_reports_baseline_pipeline_overload_and_max(stack, workdir):
     path = workdir / "bench.yaml"
     path.write_text(yaml.safe_dump(stack))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUXUE_")}
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "--config", str(path), "bench", "--rate", "50", "--duration", "3", "--panics", "3"],
-        capture_output=True, text=True, timeout=300, cwd=workdir, env=env,
+        [sys.executable, "-m", "pipeline.cli", "--config", str(path), "bench", "--rate", "50", "--duration", "3", "--panics", "3",
+         "--overload", "--find-max", "--find-max-steps", "2"],
+        capture_output=True, text=True, timeout=600, cwd=workdir, env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "baseline mosquitto_sub|kcat" in result.stdout and "huxue bridge+worker" in result.stdout
+    out = result.stdout
+    assert "machine: " in out and "baseline mosquitto_sub|kcat" in out and "huxue bridge+worker" in out and "huxue overload 100/s" in out
+    assert "deadline lateness ms" in out and "find-max: highest rate" in out
     reports = list((workdir / "bench" / "results").glob("*.json"))
     assert len(reports) == 1
-    phases = orjson.loads(reports[0].read_bytes())["phases"]
-    base, hux = phases
+    report = orjson.loads(reports[0].read_bytes())
+    assert report["machine"]["cores"] >= 1 and report["machine"]["date"]
+    base, hux, over = report["phases"]
     assert base["offered"] == 150 and hux["offered"] == 147  # 3 of the 150 slots carry presses
+    assert over["offered"] == 297
     assert hux["delivered"] == hux["offered"]
-    assert set(hux["latency_ms"]) == {"p50", "p95", "p99", "max", "mean"}
-    assert len(hux["panic_to_alert_ms"]) == 5 and hux["panic_to_alert_ms"]["max"] > 0
-    assert {"bridge", "worker", "kafka", "mosquitto"} <= set(hux["cpu_s"])
+    for phase in (hux, over):
+        assert _numbers(phase["latency_ms"]) and isinstance(phase["last_event_lag_s"], (int, float))
+        assert phase["presses"] == 3 and _numbers(phase["panic_to_alert_ms"]) and phase["panic_to_alert_ms"]["max"] > 0
+        # the first press's three ladder stages fire within the phase, at least
+        assert phase["deadline_stages"]["seen"] >= 3 and _numbers(phase["deadline_lateness_ms"])
+        assert {"bridge", "worker", "kafka", "mosquitto"} <= set(phase["cpu_s"]) and phase["peak_rss_mb"]["worker"] > 0
+    found = report["find_max"]
+    assert len(found["steps"]) == 2 and [s["rate"] for s in found["steps"]][0] == 50
+    assert isinstance(found["max_rate"], (int, float))
+    assert all(isinstance(s["keeps_up"], bool) and isinstance(s["offered"], int) for s in found["steps"])

@@ -317,7 +317,7 @@ def test_flood_folds_low_priority_incidents_until_the_rate_drops(pipe):
     for zone in ("z1", "z2", "z3", "z4", "z5"):
         pipe.emit("r08-cam-yard", "video.fall", zone=zone)
     pipe.emit("r08-cam-gate", "video.fight")  # Severe: never folded
-    pipe.wait_forwarded()  # the press takes the priority lane: it must not corroborate the fight instead
+    pipe.wait_processed()  # the press takes the priority lanes: it must not corroborate the fight instead
     pipe.press("r08-btn-1")  # panic: never folded
     summary = pipe.wait_stage("r08", "opened", rule="flood")
     pipe.wait_stage("r08", "joined-2", rule="flood")

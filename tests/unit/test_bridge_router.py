@@ -130,7 +130,7 @@ def test_a_dlq_entry_that_cannot_be_written_falls_back_to_a_minimal_one():
 def test_hostile_input_on_every_path_yields_records(topic, payload):
     recs = Router(cfg(), REG).route(topic, payload, received_at=R)
     for rec in recs:
-        assert rec.topic in ("huxue.events", "huxue.events.dlq")
+        assert rec.topic in ("huxue.events", "huxue.urgent", "huxue.events.dlq")
         orjson.loads(rec.value)
 
 
@@ -152,10 +152,18 @@ def test_a_flooding_device_is_rate_limited_to_the_dlq_and_others_are_not():
 
 def test_panic_buttons_are_never_rate_limited_native_or_zigbee():
     router = Router(cfg(device_rate_per_second=1, device_burst=1), REG, clock=Clock())
-    native = [router.route(BTN, body(f"p{i}", "panic.pressed"), received_at=R)[0] for i in range(500)]
-    assert all(r.topic == "huxue.events" for r in native)
+    native = [router.route(BTN, body(f"p{i}", "panic.pressed"), received_at=R) for i in range(500)]
+    assert all([r.topic for r in rs] == ["huxue.urgent", "huxue.events"] for rs in native)
     z2m = [r for i in range(300) for r in router.route("zigbee2mqtt/office_sos", dumps({"action": "sos", "last_seen": i}), received_at=R)]
-    assert z2m and all(r.topic == "huxue.events" for r in z2m)
+    assert z2m and all(r.topic in ("huxue.urgent", "huxue.events") for r in z2m)
+
+
+def test_a_press_goes_to_the_urgent_topic_first_and_to_the_events_topic_others_only_to_events():
+    router = Router(cfg(), REG, clock=Clock())
+    press = router.route(BTN, body("p1", "panic.pressed"), received_at=R)
+    assert [(r.topic, r.key) for r in press] == [("huxue.urgent", "zx-01"), ("huxue.events", "zx-01")]
+    assert press[0].value == press[1].value  # the same canonical event
+    assert [r.topic for r in router.route(CAM, body("c1"), received_at=R)] == ["huxue.events"]
 
 
 def test_one_log_line_per_device_per_minute(caplog):
@@ -285,13 +293,13 @@ def test_a_press_seen_by_both_lanes_is_produced_once():
     deliver(b, "priority", message(BTN, press, 11))
     deliver(b, "main", message(CAM, body("flood"), 21))
     deliver(b, "main", message(BTN, press, 22))
-    assert [v for t, _, v in producer.sent if b"press-1" in v] == [producer.sent[0][2]]
+    assert [t for t, _, v in producer.sent if b"press-1" in v] == ["huxue.urgent", "huxue.events"]  # one copy on each topic
     assert acks == {"priority": [11], "main": [21, 22]}  # the main copy acknowledged without producing
     # when the main lane sees it first, the priority copy is the one skipped
     other = body("press-2", "panic.pressed")
     deliver(b, "main", message(BTN, other, 23))
     deliver(b, "priority", message(BTN, other, 12))
-    assert sum(b"press-2" in v for _, _, v in producer.sent) == 1
+    assert sum(b"press-2" in v for _, _, v in producer.sent) == 2  # urgent + events, from one lane
     assert acks == {"priority": [11, 12], "main": [21, 22, 23]}
     assert b.counters()["skipped_copies"] == 2
 

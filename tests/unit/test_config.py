@@ -93,7 +93,7 @@ def test_mqtt_url_defaults_ports():
 
 def test_contract_topics_with_default_prefix(tmp_path):
     cfg = load_config(write(tmp_path, ""), env={})
-    assert cfg.topics.contract() == ["huxue.events", "huxue.events.dlq", "huxue.alerts", "huxue.commands", "huxue.commands.dlq", "huxue.silences"]
+    assert cfg.topics.contract() == ["huxue.events", "huxue.events.dlq", "huxue.alerts", "huxue.commands", "huxue.commands.dlq", "huxue.silences", "huxue.urgent"]
 
 
 # --- unknown keys ----------------------------------------------------------------------------
