@@ -339,14 +339,20 @@ def dlq_entry(rejection: Rejection, mqtt_topic: str, payload: bytes, received_at
     }
     if rejection.device_id:
         entry["device_id"] = rejection.device_id
+    return {**entry, **payload_fields(payload, max_bytes)}
+
+
+def payload_fields(payload: bytes, max_bytes: int = 256 * 1024) -> dict[str, Any]:
+    """A dead letter's copy of its input, byte-faithful: `payload` (text) or `payload_b64`."""
+    fields: dict[str, Any] = {}
     body = payload
     if len(body) > max_bytes:
         # Kafka's default message limit is 1 MiB; keep the head and say so.
         body = body[:max_bytes]
-        entry["payload_truncated"] = True
-        entry["payload_size"] = len(payload)
+        fields["payload_truncated"] = True
+        fields["payload_size"] = len(payload)
     try:
-        entry["payload"] = body.decode("utf-8")
+        fields["payload"] = body.decode("utf-8")
     except UnicodeDecodeError:
-        entry["payload_b64"] = base64.b64encode(body).decode("ascii")
-    return entry
+        fields["payload_b64"] = base64.b64encode(body).decode("ascii")
+    return fields

@@ -45,7 +45,7 @@ from aiokafka.errors import CorruptRecordException, MessageSizeTooLargeError, Re
 
 from pipeline import kafka_client, metrics
 from pipeline.config import Config
-from pipeline.records import CanonicalEvent, Command, dumps, iso_utc, loads, parse_ts
+from pipeline.records import CanonicalEvent, Command, dumps, iso_utc, loads, parse_ts, payload_fields
 from pipeline.registry import Registry
 from pipeline.rules import engine
 from pipeline.rules.incident import school_of
@@ -58,7 +58,6 @@ log = logging.getLogger("huxue.worker")
 TICK_RETENTION_MS = str(3600 * 1000)  # ticks only carry the time; an hour is plenty
 # Send errors that no retry can fix: the input that produced the record is dead-lettered.
 UNSENDABLE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError, CorruptRecordException)
-DLQ_PAYLOAD_BYTES = 256 * 1024  # the head of an input kept in its dead-letter entry
 REPORT_TIMER_FAILURES_EVERY = 60.0  # a timer rule failing at every tick: report once a minute
 # Deadlines wait while commands that could settle them are still queued (engine.py), but
 # never longer than this: an escalation may come a little late, never not at all.
@@ -172,13 +171,6 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
         entry = {"reason_code": reason_code, "reason": reason[:2000], **more, "received_at": iso_utc(now)}
         await deliver(target, key, dumps(entry))
 
-    def payload_fields(value: bytes | None) -> dict[str, Any]:
-        body = (value or b"")[:DLQ_PAYLOAD_BYTES]
-        fields: dict[str, Any] = {"payload": body.decode("utf-8", "replace")}
-        if value and len(value) > DLQ_PAYLOAD_BYTES:
-            fields.update(payload_truncated=True, payload_size=len(value))
-        return fields
-
     async def apply(school_id: str, before, outcome: engine.Outcome, now: float, origin: dict[str, Any]) -> None:
         # Encode everything first: an unwritable state or alert raises here, before
         # anything has been sent, and the input is dead-lettered with nothing changed.
@@ -229,7 +221,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
             if not isinstance(event.school_id, str) or not event.school_id:
                 raise ValueError("school_id is missing")
         except (ValueError, TypeError, KeyError) as exc:
-            await dead_letter(events_dlq, _key(msg), "worker_rejected", f"not a canonical event: {exc}", now, **payload_fields(msg.value))
+            await dead_letter(events_dlq, _key(msg), "worker_rejected", f"not a canonical event: {exc}", now, **payload_fields(msg.value or b""))
             return
         # The value names the school (the bridge keys by it too; a foreign producer may not).
         school_id = event.school_id
@@ -244,7 +236,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
         try:
             cmd = Command.from_dict(loads(msg.value))
         except ValueError as exc:  # orjson's decode error is a ValueError too
-            await dead_letter(commands_dlq, _key(msg) or None, "invalid_command", str(exc), now, **payload_fields(msg.value))
+            await dead_letter(commands_dlq, _key(msg) or None, "invalid_command", str(exc), now, **payload_fields(msg.value or b""))
             log.info("command rejected", extra={"reason_code": "invalid_command", "reason": str(exc)[:200]})
             return
         # An incident command belongs to the incident's school, whatever key it came with.
@@ -318,7 +310,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
             log.error("input dead-lettered", extra={**where, "error": f"{type(exc).__name__}: {exc}"[:300]}, exc_info=not unsendable)
             target = commands_dlq if msg.topic == topics.commands else events_dlq
             code = "unsendable" if unsendable else "worker_error"
-            await dead_letter(target, _key(msg) or None, code, f"{type(exc).__name__}: {exc}", now, **where, **payload_fields(msg.value))
+            await dead_letter(target, _key(msg) or None, code, f"{type(exc).__name__}: {exc}", now, **where, **payload_fields(msg.value or b""))
 
     async def consume(stream) -> None:
         """One agent's loop: guard offsets, process each input, die loudly."""

@@ -192,10 +192,7 @@ async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
     # FIX: seek while the stream partitions are still paused (upstream resumed them first,
     # and the running fetcher queued records that the flow resume below then cleared).
     if assignment:
-        self.log.info("Seek stream partitions to committed offsets.")
-        await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
-        streams = {tp for tp in assignment if not self._is_changelog_tp(tp)}
-        await self._wait(record_start_positions(consumer, streams), timeout=self.app.conf.broker_request_timeout)
+        await _seek_streams(self, consumer, assignment)
     if self.app.consumer_generation_id != generation_id:
         self.log.warning(f"Recovery rebalancing again app id {self.app.consumer_generation_id} param {generation_id}")
         return
@@ -214,6 +211,15 @@ async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
     self.log.info("Worker ready")
 
 
+async def _seek_streams(self: Any, consumer: Any, assignment: Any) -> None:
+    """Seek the (still paused) stream partitions to their committed offsets and record
+    where partitions without a commit start."""
+    self.log.info("Seek stream partitions to committed offsets.")
+    await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+    streams = {tp for tp in assignment if not self._is_changelog_tp(tp)}
+    await self._wait(record_start_positions(consumer, streams), timeout=self.app.conf.broker_request_timeout)
+
+
 async def _resume_streams(self: Any, generation_id: int = 0) -> None:
     """`Recovery._resume_streams` (apps without tables), seeking before resuming."""
     app = self.app
@@ -224,10 +230,7 @@ async def _resume_streams(self: Any, generation_id: int = 0) -> None:
         self.log.warning("Recovery rebalancing again")
         return
     if assignment:
-        self.log.info("Seek stream partitions to committed offsets.")
-        await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
-        streams = {tp for tp in assignment if not self._is_changelog_tp(tp)}
-        await self._wait(record_start_positions(consumer, streams), timeout=self.app.conf.broker_request_timeout)
+        await _seek_streams(self, consumer, assignment)
         if self.app.consumer_generation_id != generation_id:
             self.log.warning("Recovery rebalancing again")
             return

@@ -8,6 +8,7 @@ producer had sent them: the worker forwards them to the school's partition first
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 
@@ -100,3 +101,13 @@ def _commands_raw(pipe: Pipeline) -> list:
         return list(consumer)
     finally:
         consumer.close()
+
+
+def test_a_foreign_record_that_is_not_an_event_is_dead_lettered_byte_faithful(pipe):
+    """Not UTF-8, not JSON: the worker's dead letter keeps the bytes (payload_b64)."""
+    junk = b"\xff\xfe not an event \x00\x81"
+    kcat_command(pipe.cfg.kafka.bootstrap, pipe.cfg.topics.events, "t05", junk)
+    entry = pipe.dlq.wait(lambda rs: [r for r in rs if r.get("reason_code") == "worker_rejected" and "payload_b64" in r], 30, "the junk dead-lettered")[0]
+    assert base64.b64decode(entry["payload_b64"]) == junk
+    pipe.press("t05-btn-1")
+    pipe.wait_stage("t05", "opened")
