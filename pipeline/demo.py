@@ -47,10 +47,10 @@ def start_component(cfg: Config, cfg_path: Path, verb: str, ready_text: str, tim
     if svc.pid() is not None:
         svc.stop(cfg.stack.stop_timeout_seconds)  # a leftover from an interrupted demo
     offset = svc.logfile.stat().st_size if svc.logfile.exists() else 0
-    svc.start([sys.executable, "-m", "pipeline.cli", "--config", str(cfg_path), verb])
+    proc = svc.start([sys.executable, "-m", "pipeline.cli", "--config", str(cfg_path), verb])
     deadline = time.monotonic() + timeout
     while ready_text not in svc.logfile.read_bytes()[offset:].decode(errors="replace"):
-        if svc.pid() is None or time.monotonic() > deadline:
+        if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"{verb} did not start; last lines of {svc.logfile}:\n{svc.log_tail()}")
         time.sleep(0.2)
     return svc

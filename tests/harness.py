@@ -142,7 +142,10 @@ class Collector:
             for rs in self._consumer.poll(timeout_ms=100).values():
                 for r in rs:
                     self.raw.append(r)
-                    self.records.append(loads(r.value))
+                    try:  # a foreign test record may not be JSON; it stays in `raw`
+                        self.records.append(loads(r.value))
+                    except (ValueError, TypeError):
+                        pass
 
     def wait(self, pred: Callable[[list[dict[str, Any]]], Any], timeout: float, what: str) -> Any:
         try:

@@ -48,6 +48,11 @@ class Service:
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
             )
         self.pidfile.write_text(f"{proc.pid}\n")
+        # Until the child has exec'd, /proc shows an empty or foreign command line and
+        # pid() would take the fresh pid file for a stale one and remove it.
+        deadline = time.monotonic() + 5
+        while proc.poll() is None and self.marker not in (_cmdline(proc.pid) or "") and time.monotonic() < deadline:
+            time.sleep(0.005)
         return proc
 
     def stop(self, timeout: float) -> str:
