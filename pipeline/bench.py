@@ -69,6 +69,7 @@ class Phase:
     latencies_ms: list[float] = field(default_factory=list)
     presses: int = 0
     panic_ms: list[float] = field(default_factory=list)
+    press_to_urgent_ms: list[float] = field(default_factory=list)  # the bridge's share of panic_ms
     ladder_s: list[float] = field(default_factory=list)
     stages_expected: int = 0
     lateness_ms: list[float] = field(default_factory=list)
@@ -89,6 +90,7 @@ class Phase:
             "latency_ms": _pct(self.latencies_ms),
             "presses": self.presses,
             "panic_to_alert_ms": _pct(self.panic_ms),
+            "panic_to_urgent_topic_ms": _pct(self.press_to_urgent_ms),
             "ladder_s": self.ladder_s,
             "deadline_stages": {"seen": len(self.lateness_ms), "expected": self.stages_expected},
             "deadline_lateness_ms": _pct(self.lateness_ms),
@@ -230,9 +232,11 @@ def wait_forwarding(pub: Publisher, sim: simulate.Simulator, watch: Watch, timeo
     raise RuntimeError(f"nothing was forwarded within {timeout:g} s")
 
 
-def drive(pub: Publisher, sim: simulate.Simulator, rate: float, duration: float, panics: int, schools: list[str]) -> tuple[dict[str, float], dict[str, tuple[float, str]]]:
+def drive(pub: Publisher, sim: simulate.Simulator, rate: float, duration: float, panics: int, schools: list[str], press_pub: Publisher | None = None) -> tuple[dict[str, float], dict[str, tuple[float, str]]]:
     """Publish the mix at `rate` for `duration`, `panics` presses evenly spread in it (the
-    first at the start); returns publish times of events, and of presses (with school)."""
+    first at the start); returns publish times of events, and of presses (with school).
+    Presses go through `press_pub`, a connection of their own as a real button has: behind
+    the load generator's queue of camera messages they would measure the generator."""
     sent: dict[str, float] = {}
     presses: dict[str, tuple[float, str]] = {}
     slots = rate * duration
@@ -243,7 +247,7 @@ def drive(pub: Publisher, sim: simulate.Simulator, rate: float, duration: float,
             school = schools[len(presses) % len(schools)]
             _, topic, payload = sim.press(school)
             presses[loads(payload)["event_id"]] = (time.time(), school)
-            pub.publish(topic, payload)
+            (press_pub or pub).publish(topic, payload)
             continue
         tag = f"b{i}"
         topic, payload = sim.background(extra_attrs={"bench": tag})
@@ -272,7 +276,14 @@ def collect(phase: Phase, sent: dict[str, float], watch: Watch, started: float, 
     phase.lag_s = seen[last] - ended if last in seen else None
 
 
-def collect_alerts(phase: Phase, presses: dict[str, tuple[float, str]], alerts: AlertWatch, ended: float) -> None:
+def _event_id(value: bytes) -> list[str]:
+    try:
+        return [loads(value)["event_id"]]
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
+def collect_alerts(phase: Phase, presses: dict[str, tuple[float, str]], alerts: AlertWatch, urgent: Watch, ended: float) -> None:
     """Each press's first alert, and every ladder stage due before publishing ended (the
     first press at a school opens its incident; later ones there join it)."""
     opened: dict[str, tuple[str, float]] = {}
@@ -282,6 +293,7 @@ def collect_alerts(phase: Phase, presses: dict[str, tuple[float, str]], alerts: 
     _until(lambda: presses.keys() <= alerts.seen.keys() and wanted <= alerts.lateness_ms.keys(), DRAIN_SECONDS)
     phase.presses = len(presses)
     phase.panic_ms = [(alerts.seen[k] - presses[k][0]) * 1000 for k in presses if k in alerts.seen]
+    phase.press_to_urgent_ms = [(urgent.seen[k] - presses[k][0]) * 1000 for k in presses if k in urgent.seen]
     phase.stages_expected = len(wanted)
     phase.lateness_ms = [alerts.lateness_ms[k] for k in wanted if k in alerts.lateness_ms]
 
@@ -301,7 +313,9 @@ class Bench:
         """A configuration of its own for one huxue phase (fresh topics, app id)."""
         cfg0, name = self.cfg0, f"bench-{self.run_id}-{slug}"
         raw = {
-            "mqtt": {"url": cfg0.mqtt.url},
+            # A phase's MQTT sessions end with it: a session left behind would get a copy of
+            # every later phase's traffic (the default expiry is a week), slowing Mosquitto.
+            "mqtt": {"url": cfg0.mqtt.url, "session_expiry_seconds": 10},
             "kafka": {"bootstrap": cfg0.kafka.bootstrap, "topic_prefix": f"{name}.", "partitions": cfg0.kafka.partitions},
             "registry": str(cfg0.registry_path),
             "stack": {"home": str(cfg0.home)},
@@ -346,19 +360,22 @@ def huxue_phase(b: Bench, name: str, slug: str, rate: float, duration: float, pa
     try:
         watch = Watch(cfg.kafka.bootstrap, cfg.topics.events, _tag)
         alerts = AlertWatch(cfg.kafka.bootstrap, cfg.topics.alerts)
-        pub = Publisher(cfg.mqtt)
+        urgent = Watch(cfg.kafka.bootstrap, cfg.topics.urgent, _event_id)
+        pub, press_pub = Publisher(cfg.mqtt), Publisher(cfg.mqtt)
         wait_forwarding(pub, simulate.Simulator(b.registry, b.schools, seed=0), watch)
         usage = Usage({**b.brokers, **{k: p.pid for k, p in procs.items()}})
         started = time.time()
-        sent, presses = drive(pub, simulate.Simulator(b.registry, b.schools, seed=1), rate, duration, panics, b.schools)
+        sent, presses = drive(pub, simulate.Simulator(b.registry, b.schools, seed=1), rate, duration, panics, b.schools, press_pub)
         ended = time.time()
         collect(phase, sent, watch, started, ended, drain)
         if presses:
-            collect_alerts(phase, presses, alerts, ended)
+            collect_alerts(phase, presses, alerts, urgent, ended)
         usage.stop(phase)
         pub.close()
+        press_pub.close()
         watch.close()
         alerts.close()
+        urgent.close()
     finally:
         stop_huxue(procs)
         kafka_client.delete_topics(
@@ -497,7 +514,12 @@ def _print(phase: Phase) -> None:
     )
     if phase.presses:
         pl = s["panic_to_alert_ms"]
-        print(f"{'':<28} panic press -> alert ms p50 {pl.get('p50', '-')} p99 {pl.get('p99', '-')} max {pl.get('max', '-')} ({len(phase.panic_ms)}/{phase.presses} presses)", flush=True)
+        pu = s["panic_to_urgent_topic_ms"]
+        print(
+            f"{'':<28} panic press -> alert ms p50 {pl.get('p50', '-')} p99 {pl.get('p99', '-')} max {pl.get('max', '-')} ({len(phase.panic_ms)}/{phase.presses} presses; "
+            f"of which press -> urgent topic p50 {pu.get('p50', '-')} p99 {pu.get('p99', '-')})",
+            flush=True,
+        )
         dl = s["deadline_lateness_ms"]
         ladder = "/".join(f"{x:g}" for x in phase.ladder_s)
         print(

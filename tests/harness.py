@@ -314,6 +314,15 @@ class Pipeline:
             consumer.close()
             admin.close()
 
+    def committed(self, topic: str) -> dict[TopicPartition, int]:
+        """The worker group's committed offsets on `topic`."""
+        admin = kafka_client.admin(self.cfg.kafka.bootstrap)
+        try:
+            done = admin.list_group_offsets(self.cfg.worker.app_id).get(self.cfg.worker.app_id, {})
+            return {tp: meta.offset for tp, meta in done.items() if tp.topic == topic}
+        finally:
+            admin.close()
+
     def sentinel(self, school: str, device: str, timeout: float = 20) -> None:
         """A drill press at `school`, awaited, after everything published before it was processed."""
         self.wait_processed(timeout)

@@ -51,7 +51,7 @@ from pipeline.rules import engine
 from pipeline.rules.incident import school_of
 from pipeline.rules.state import Context
 from pipeline.worker.tables import SchoolTables
-from pipeline.worker import faust_fixes, offsets
+from pipeline.worker import due, faust_fixes, offsets
 
 log = logging.getLogger("huxue.worker")
 
@@ -102,6 +102,7 @@ class Shutdown:
 def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None) -> faust.App:
     faust_fixes.apply()  # Faust patches: a restart never skips an input record (raises if Faust moved)
     topics = cfg.topics
+    faust_fixes.prioritise({topics.urgent, topics.commands, topics.ticks})  # fetched alarms go first
     n = cfg.kafka.partitions
     shutdown = shutdown or Shutdown(cfg.stack.stop_timeout_seconds)
     ctx = Context(cfg.escalation, registry, cfg.bridge.max_clock_skew_seconds, cfg.rules)
@@ -124,7 +125,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
         broker_session_timeout=cfg.worker.session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, cfg.worker.session_timeout_seconds / 3),
         broker_commit_interval=1.0,
-        broker_max_poll_records=1000,
+        broker_max_poll_records=100,
         worker_redirect_stdouts=False,
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": n}
@@ -201,6 +202,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
             target = commands_dlq if origin.get("topic") == topics.commands else events_dlq
             await dead_letter(target, school_id, "rule_error", f"rule {failure.rule} failed: {failure.error}", now, rule=failure.rule, school_id=school_id, **origin)
         tables.save(writes)
+        due_index.update(owner(school_id), school_id, outcome.state.next_due())
 
     async def forward(school_id: str, msg: Any, right: int) -> None:
         """Re-send a record some other client placed on the wrong partition to its
@@ -252,17 +254,30 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
             await apply(school_id, state, engine.on_command(state, cmd, now, ctx), now, {"topic": msg.topic, "command": cmd.to_dict()})
         last_command[msg.partition] = now
 
-    async def on_tick(partition: int, now: float) -> None:
+    due_index = due.DueIndex()  # a tick visits the due schools only (worker/due.py)
+
+    @app.on_partitions_assigned.connect
+    async def _reindex(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        due_index.clear()  # table recovery may change states behind the index's back
+
+    def partition_schools(partition: int) -> list[tuple[str, float | None]]:
         # The registry's schools of this partition (so timers start with no traffic at
         # all) and any other school stored here. The tables also hold standby keys and
         # keys of partitions since lost: keep those this partition owns.
         stored = [k for k in list(tables.schools.keys()) if owner(k) == partition]
+        return [
+            (school_id, tables.load(school_id, partition).next_due() if tables.has_core(school_id) else due.NOW)
+            for school_id in set(schools_by_partition.get(partition, ())) | set(stored)
+        ]
+
+    async def on_tick(partition: int, now: float) -> None:
         until = deadline_horizon(partition, now)
-        for school_id in sorted(set(schools_by_partition.get(partition, ())) | set(stored)):
+        for school_id in due_index.due(partition, now, lambda: partition_schools(partition)):
             async with locks[school_id]:
                 started = tables.has_core(school_id)
                 state = tables.load(school_id, partition)
                 if started and (state.next_due() is None or state.next_due() > now):
+                    due_index.update(partition, school_id, state.next_due())  # an input moved it meanwhile
                     continue
                 await apply(school_id, state, engine.on_tick(state, now, ctx, until), now, {"topic": topics.ticks})
 
@@ -323,6 +338,9 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
                 processed[msg.tp] = msg.offset + 1
                 metrics.WORKER_INPUTS.labels(kind_of.get(msg.topic, "other")).inc()
                 await handle(msg)
+                # An input that needed no I/O never suspends the agent: without this the
+                # busy events agent would run back to back and the urgent one wait.
+                await asyncio.sleep(0)
         except Stopping:
             log.warning("stopping with an input not fully processed; it is processed again after the restart")
             logging.shutdown()

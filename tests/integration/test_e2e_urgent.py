@@ -8,9 +8,12 @@ comes first, the press is corroborated.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from harness import QUIET_RULES, Collector, Pipeline
+from harness import QUIET_RULES, Collector, Pipeline, wait_for
+from pipeline.records import dumps, iso_utc
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +58,43 @@ def test_a_press_and_a_fight_corroborate_in_either_order(pipe, camera_first):
         pipe.emit(f"{school}-cam-1", "video.fight", zone="gate")
     up = pipe.wait_stage(school, "corroborated", rule="panic")
     assert up["certainty"] == "Observed"
+
+
+BACKLOG = 20_000  # canonical heartbeats queued for the worker before the press
+
+
+def _canonical(device: str, school: str, etype: str, event_id: str, **attrs) -> bytes:
+    now = iso_utc(time.time())
+    return dumps(
+        {"event_id": event_id, "type": etype, "ts": now, "device_id": device, "school_id": school, "kind": "video_analytics",
+         "zone": "gate", "source": "native", "mqtt_topic": f"huxue/v1/devices/{device}/events", "received_at": now, "attrs": attrs}
+    )
+
+
+def test_a_press_overtakes_a_backlog_of_telemetry_in_the_worker(stack, tmp_path):
+    """20,000 camera events wait on the events topic, ending with a fight at t31 (it raises an
+    alert when processed); the worker starts on them, then a press at t30 arrives the way the
+    bridge writes it (urgent topic first, then its copy on the events topic, behind the
+    backlog). Its incident opens before the backlog's last event is processed, once."""
+    rules = {**QUIET_RULES, "video_behaviour": {"enabled": True}}
+    p = Pipeline(stack, tmp_path, rules=rules, escalation=(30, 60, 90))
+    try:
+        t = p.cfg.topics
+        schools = [f"t{i:02d}" for i in range(40, 60)]
+        for n in range(BACKLOG):
+            school = schools[n % len(schools)]
+            p.producer.send(t.events, key=school, value=_canonical(f"{school}-cam-1", school, "device.heartbeat", f"bl-{n}"))
+        p.producer.send(t.events, key="t31", value=_canonical("t31-cam-1", "t31", "video.fight", "bl-marker"))
+        p.producer.flush(60)
+        p.start_worker()
+        wait_for(lambda: sum(p.committed(t.events).values()) > 0, 60, "the worker to work on the backlog")
+        press = _canonical("t30-btn-1", "t30", "panic.pressed", "urgent-press").replace(b'"kind":"video_analytics"', b'"kind":"panic_button"')
+        p.producer.send(t.urgent, key="t30", value=press).get(30)
+        p.producer.send(t.events, key="t30", value=press).get(30)
+        p.wait_stage("t30", "opened", timeout=60)
+        assert not p.alerts_of("t31"), "the press was applied only after the whole backlog"
+        p.wait_stage("t31", "opened", timeout=180)  # the backlog's last event
+        p.wait_processed(timeout=120)
+        assert [a["stage"] for a in p.alerts_of("t30")] == ["opened"], "the press's copy behind the backlog applied nothing"
+    finally:
+        p.close()

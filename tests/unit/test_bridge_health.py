@@ -73,15 +73,19 @@ def test_dead_thread_names_a_dead_mqtt_network_thread():
 
 def test_dead_thread_names_a_dead_kafka_sender():
     b = Bridge(cfg(), REG)
+    alive = threading.Event()
     b.producer = FakeProducer(finished_thread())
     assert b.dead_thread() == "kafka producer sender thread"
+    b.producer, b.urgent_producer = FakeProducer(waiting_thread(alive)), FakeProducer(finished_thread())
+    assert b.dead_thread() == "kafka urgent producer sender thread"
+    alive.set()
 
 
 def test_run_exits_non_zero_within_a_second_when_the_network_thread_dies(monkeypatch, caplog):
     b = Bridge(cfg(), REG)
     sender_alive, mqtt_alive = threading.Event(), threading.Event()
     producer = FakeProducer(waiting_thread(sender_alive))
-    monkeypatch.setattr(b, "_connect_kafka", lambda stop: producer)
+    monkeypatch.setattr(b, "_connect_kafka", lambda stop: (producer, None))
 
     def start(lane):
         lane.client._thread = waiting_thread(mqtt_alive)

@@ -304,6 +304,19 @@ def test_a_press_seen_by_both_lanes_is_produced_once():
     assert b.counters()["skipped_copies"] == 2
 
 
+def test_urgent_copies_have_a_producer_of_their_own_and_the_ack_waits_for_both():
+    b, producer, acks = make_bridge()
+    b.urgent_producer = urgent = FakeProducer()
+    deliver(b, "main", message(BTN, body("press-3", "panic.pressed"), 31))
+    deliver(b, "main", message(CAM, body("cam-3"), 32))
+    assert [t for t, _, _ in urgent.sent] == ["huxue.urgent"]
+    assert [t for t, _, _ in producer.sent] == ["huxue.events", "huxue.events"]
+    assert acks == {"main": [31, 32]}
+    urgent.fail_with = KafkaTimeoutError("down")
+    deliver(b, "main", message(BTN, body("press-4", "panic.pressed"), 33))
+    assert acks == {"main": [31, 32]} and b._trouble.is_set(), "a press is acked once both its copies are on Kafka"
+
+
 def test_panic_button_status_stays_on_the_main_lane():
     b, _, _ = make_bridge()
     main, prio = b.lanes

@@ -373,3 +373,41 @@ def test_active_partitions_view_is_live_and_never_false():
     assert view and CMD in view and list(view) == [CMD] and len(view) == 1
     tps.clear()
     assert view and CMD not in view and len(view) == 0
+
+
+def test_fetched_records_of_priority_topics_go_first():
+    """aiokafka hands out buffered fetch results in arrival order: a camera partition's
+    thousands of records would come before a press fetched after them."""
+    events, urgent = TP("huxue.events", 0), TP("huxue.urgent", 0)
+    live = {events, urgent}
+    calls = []
+
+    class FakeFetcher:
+        _closed = False
+        _subscriptions = SimpleNamespace(fetch_context=contextlib.nullcontext)
+
+        async def fetched_records(self, partitions, timeout=0, max_records=None):
+            calls.append(timeout)
+            buffered = {events: ["camera"] * 3, urgent: ["press"]}  # events arrived first
+            return {tp: rs for tp, rs in buffered.items() if tp in partitions}
+
+    thread = SimpleNamespace(consumer=SimpleNamespace(flow_active=True))
+    consumer = SimpleNamespace(_fetcher=FakeFetcher(), _closed=False)
+    before = faust_fixes.PRIORITY_TOPICS
+    try:
+        faust_fixes.prioritise({"huxue.urgent"})
+        assert asyncio.run(faust_fixes._fetch_records(thread, consumer, live, timeout=1, max_records=10)) == {urgent: ["press"]}
+        assert calls == [0], "the priority topics are asked without waiting"
+        live.discard(urgent)  # nothing buffered or assigned for them: the rest, as before
+        assert asyncio.run(faust_fixes._fetch_records(thread, consumer, live, timeout=1, max_records=10)) == {events: ["camera"] * 3}
+    finally:
+        faust_fixes.PRIORITY_TOPICS = before
+
+
+def test_priority_partitions_view_is_live_and_never_false():
+    a, b = TP("huxue.urgent", 1), TP("huxue.events", 1)
+    tps = {a, b}
+    view = faust_fixes.PriorityPartitions(tps, frozenset({"huxue.urgent"}))
+    assert view and a in view and b not in view and list(view) == [a] and len(view) == 1
+    tps.clear()
+    assert view and a not in view and len(view) == 0
