@@ -45,7 +45,7 @@ from pipeline.rules import (
     video_behaviour,
 )
 from pipeline.rules.incident import Incident
-from pipeline.rules.rule import CommandRejected, Rule, RuleFailure, RuleOutcome, command_key
+from pipeline.rules.rule import CommandRejected, Rule, RuleFailure, RuleOutcome, command_key, memory_keys
 from pipeline.rules.state import Context, SchoolState
 
 RULES: tuple[Rule, ...] = (
@@ -62,8 +62,8 @@ RULES: tuple[Rule, ...] = (
     lockdown.Lockdown(),
     flood.Flood(),
 )
-# every rule that keeps working memory, by its key (the worker stores each apart)
-MEMORY_KEYS = tuple(r.memory for r in RULES if r.memory)
+# every key of the rules' working memories (the worker stores each apart)
+MEMORY_KEYS = tuple(k for r in RULES for k in memory_keys(r))
 LADDER = "ladder"  # what deadline stages and incident commands report failures as
 
 T = TypeVar("T")

@@ -53,6 +53,9 @@ class RuleFailure:
 class Rule(Protocol):
     name: ClassVar[str]
     memory: ClassVar[str | None] = None  # key of its working memory; None: keeps none
+    # Memory kept in this many parts ("<memory>.<n>", see memory_keys): a rule whose memory
+    # grows with what it has seen (plates) rewrites one part per input, not all of it.
+    memory_parts: ClassVar[int] = 1
     settings: ClassVar[str | None] = None  # its `rules:` block (with `enabled`); None: always on
 
     def on_event(self, state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> RuleOutcome:
@@ -61,6 +64,15 @@ class Rule(Protocol):
     def on_time(self, state: SchoolState, now: float, ctx: Context) -> RuleOutcome:
         """Called when its memory is absent (first sight of the school) or its `due` has come."""
         return RuleOutcome(state)
+
+
+def memory_keys(rule: Rule) -> tuple[str, ...]:
+    """The keys of a rule's working memory in `SchoolState.memory`."""
+    if not rule.memory:
+        return ()
+    if rule.memory_parts <= 1:
+        return (rule.memory,)
+    return tuple(f"{rule.memory}.{n}" for n in range(rule.memory_parts))
 
 
 def command_key(cmd: Command) -> str:

@@ -7,10 +7,14 @@ reads join it; it closes itself after `quiet_close_seconds`. Reads are placed by
 they happened, so a read that arrives late still counts where it belongs; drills count
 apart from real reads. Memory: {"plates": {"<status>/<plate>": [[time, event key], ...]}}
 (reads within the window plus the credible clock skew of the newest one, so a late read
-can still complete a burst; at most MAX_READS per plate).
+can still complete a burst; at most MAX_READS per plate), in PARTS parts by a CRC32 of the
+plate's key: the memory grows with the plates seen in the window (thousands at a busy
+gate), and a read rewrites only its part (one sixteenth), not every plate.
 """
 
 from __future__ import annotations
+
+import zlib
 
 from pipeline.records import CanonicalEvent, iso_utc
 from pipeline.rules import calendar, dispatch, lifecycle
@@ -21,6 +25,12 @@ from pipeline.rules.state import Context, SchoolState
 
 SETTINGS = RULE = MEMORY = "vehicle_loitering"
 MAX_READS = 50
+PARTS = 16
+
+
+def part_of(key: str) -> str:
+    """The memory key holding plate `key` ("<status>/<plate>")."""
+    return f"{MEMORY}.{zlib.crc32(key.encode()) % PARTS}"
 
 
 def _burst(reads: list[list], need: int, window: float, key: str) -> list[list] | None:
@@ -36,6 +46,7 @@ def _burst(reads: list[list], need: int, window: float, key: str) -> list[list] 
 class VehicleLoitering(Rule):
     name = RULE
     memory = MEMORY
+    memory_parts = PARTS
     settings = SETTINGS
 
     def on_event(self, state: SchoolState, event: CanonicalEvent, now: float, ctx: Context, claimed: bool) -> RuleOutcome:
@@ -48,7 +59,8 @@ class VehicleLoitering(Rule):
         status = event.status
         at = event.credible_ts(ctx.max_clock_skew_seconds)
         key = f"{status}/{plate}"
-        memory = state.memory.get(SETTINGS) or {}
+        part = part_of(key)
+        memory = state.memory.get(part) or {}
         stored = memory.get("plates", {})
         reads = stored.get(key, [])
         if any(k == event.key for _, k in reads):  # a redelivered copy
@@ -64,7 +76,7 @@ class VehicleLoitering(Rule):
         else:
             plates = dict(stored)
         plates[key] = reads
-        state = state.remember(SETTINGS, {"plates": plates, "pruned": pruned})
+        state = state.remember(part, {"plates": plates, "pruned": pruned})
         burst = _burst(reads, cfg.min_reads, cfg.window_seconds, event.key) if any(k == event.key for _, k in reads) else None
         if burst is None:
             return RuleOutcome(state)

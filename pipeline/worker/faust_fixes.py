@@ -1,4 +1,5 @@
-"""Patches to faust-streaming 0.15.3 so a worker restart can never skip an input record.
+"""Patches to faust-streaming 0.15.3 so a worker restart can never skip an input record
+(and so fetched alarms go before telemetry).
 
 The bug (a command "applied nowhere and rejected nowhere" after a restart), in Faust's code:
 
@@ -39,7 +40,9 @@ raises at start-up if the code moved, rather than silently not patching):
   `flow_control.resume()` / `consumer.resume_flow()`; nothing fetched from them can be
   queued before the clear (fixes 1+2, the root cause). Otherwise the upstream code.
 - `AIOKafkaConsumerThread._fetch_records`: gives aiokafka a never-false live view of the
-  active partitions (`ActivePartitions`), so paused partitions are never drained (fixes 4).
+  active partitions (`ActivePartitions`), so paused partitions are never drained (fixes 4);
+  and, once `prioritise(topics)` was called, hands out records already fetched for those
+  topics before any other's (see `prioritise`: alarms never queue behind telemetry).
 - `Consumer._new_offset`: `if committed is not None and min(acked) > committed: return None`
   - a commit never moves past a record that was not acked (fixes 3; upstream otherwise).
 - `Consumer.perform_seek`: keeps a committed offset of 0 as 0 (not None); and after the

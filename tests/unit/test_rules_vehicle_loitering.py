@@ -9,6 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.records import iso_utc
+from pipeline.rules import vehicle_loitering
 from pipeline.rules.state import SchoolState
 from unit_helpers import (
     OTHER_SCHOOL,
@@ -111,7 +112,7 @@ def test_reads_without_a_plate_are_ignored():
 def test_disabled_rule_raises_nothing():
     d = Driver(rules_ctx())
     assert reads(d, [T0 + i for i in range(6)]) == []
-    assert "vehicle_loitering" not in d.state.memory
+    assert not [k for k in d.state.memory if k.startswith("vehicle_loitering")]
 
 
 def test_the_window_is_measured_on_read_times_not_arrival():
@@ -410,3 +411,17 @@ def test_late_reads_raise_iff_min_reads_fall_within_the_window(script):
             assert stages == (["opened"] if within else []), (number, times)
             if within:
                 opened.add(number)
+
+
+def test_a_read_rewrites_only_its_part_of_the_memory():
+    """Memory grows with the plates seen in the window; a read must not rewrite all of them."""
+    d = driver()
+    for n in range(64):
+        read(d, T0 + n, f"p-{n}", f"京A{n:05d}")
+    parts = [k for k in d.state.memory if k.startswith("vehicle_loitering.")]
+    assert len(parts) > 8, "the plates are spread over the parts"
+    before = dict(d.state.memory)
+    read(d, T0 + 100, "p-x", "京A00007")
+    changed = [k for k in d.state.memory if d.state.memory[k] is not before.get(k)]
+    assert changed == [vehicle_loitering.part_of("Actual/京A00007")]
+    assert "京A00007" in str(d.state.memory[changed[0]])
