@@ -379,7 +379,7 @@ def huxue_phase(b: Bench, name: str, slug: str, rate: float, duration: float, pa
     finally:
         stop_huxue(procs)
         kafka_client.delete_topics(
-            cfg.kafka.bootstrap, [*cfg.topics.contract(), cfg.topics.ticks, f"{cfg.worker.app_id}-schools-changelog", f"{cfg.worker.app_id}-memory-changelog"]
+            cfg.kafka.bootstrap, [*cfg.topics.contract(), cfg.topics.ticks, *cfg.topics.changelogs]
         )
     return phase
 

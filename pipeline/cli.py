@@ -238,6 +238,12 @@ def cmd_bench(args) -> int:
     return bench.main(args)
 
 
+def cmd_bench_scale(args) -> int:
+    from pipeline import bench_scale
+
+    return bench_scale.main(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="huxue", description="护学 huxue: school-safety events from MQTT via Kafka to the 1-3-5 ladder")
     p.add_argument("--config", help="YAML configuration (default: the packaged sample)")
@@ -333,6 +339,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--find-max", action="store_true", help="then search the highest rate huxue keeps up with (short huxue-only steps)")
     s.add_argument("--find-max-steps", type=int, default=6, help="steps of the --find-max search (doubling from --rate, then bisecting)")
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("bench-scale", help="worker start time, idle CPU and CPU per event: the 20-school sample vs a generated N-school registry (own brokers)")
+    s.add_argument("--schools", type=int, default=2000, help="schools of the generated registry")
+    s.add_argument("--devices-per-school", type=int, default=50)
+    s.add_argument("--idle-seconds", type=float, default=30.0, help="window for the idle CPU, no traffic")
+    s.add_argument("--events", type=int, default=20000, help="canonical events produced to the events topic per registry")
+    s.add_argument("--rate", type=float, default=1000.0, help="events per second")
+    s.add_argument("--heartbeat-share", type=float, default=0.5, help="fraction of the events that are heartbeats (the rest: the simulator's background mix)")
+    s.add_argument("--drain-seconds", type=float, default=120.0, help="how long to wait after the last event for the worker to commit them all")
+    s.set_defaults(func=cmd_bench_scale)
     return p
 
 

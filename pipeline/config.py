@@ -140,7 +140,7 @@ class AdaptersConfig:
 @dataclass(frozen=True)
 class WorkerConfig:
     app_id: str = "huxue-worker"
-    tick_seconds: float = 0.5
+    tick_seconds: float = 0.25
     store: str = "memory://"
     datadir: str = ""  # default: $HUXUE_HOME/worker/<app_id>
     # Static group membership: a restarted worker with the same id takes its partitions
@@ -244,6 +244,11 @@ class Topics:
     def ticks(self) -> str:
         # Internal to one worker app: its per-partition clock (see worker/app.py).
         return f"{self.app_id}-ticks"
+
+    @property
+    def changelogs(self) -> list[str]:
+        # Internal to one worker app: its Faust tables' changelogs (worker/app.py TABLES).
+        return [f"{self.app_id}-{table}-changelog" for table in ("schools", "memory")]
 
     def contract(self) -> list[str]:
         """Topics every deployment has; `huxue stack up` creates them."""

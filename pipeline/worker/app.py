@@ -143,7 +143,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
     # it touches. Values are orjson bytes, encoded by huxue before anything is sent.
     as_bytes = faust.Schema(key_serializer="json", value_serializer="raw")  # keys as before: JSON strings
     tables = SchoolTables(
-        app.Table("schools", default=None, partitions=n, schema=as_bytes),
+        app.Table("schools", default=None, partitions=n, schema=as_bytes),  # names: Topics.changelogs
         app.Table("memory", default=None, partitions=n, schema=as_bytes),
         engine.MEMORY_KEYS,
     )
@@ -423,6 +423,10 @@ def run(cfg: Config, registry: Registry) -> None:
     t = cfg.topics
     kafka_client.ensure_topics(cfg.kafka.bootstrap, t.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor)
     kafka_client.ensure_topics(cfg.kafka.bootstrap, [t.ticks], cfg.kafka.partitions, cfg.kafka.replication_factor, configs={"retention.ms": TICK_RETENTION_MS})
+    # The tables' changelogs too, before Faust starts: when Faust created them itself, its
+    # first metadata could still miss one ("Ignoring missing topic"), and every write to that
+    # table then failed (PartitionsMismatch) while the worker reported ready.
+    kafka_client.ensure_topics(cfg.kafka.bootstrap, t.changelogs, cfg.kafka.partitions, cfg.kafka.replication_factor, configs={"cleanup.policy": "compact"})
     cfg.worker_datadir.mkdir(parents=True, exist_ok=True)
     metrics.serve(cfg.worker.metrics_port)
     shutdown = Shutdown(cfg.stack.stop_timeout_seconds)
