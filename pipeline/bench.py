@@ -56,6 +56,7 @@ KEEP_UP_RATIO = 0.98  # --find-max: delivered/offered at least this ...
 KEEP_UP_LAG_S = 2.0  # ... and the last event on huxue.events within this of the end of publishing
 FIND_MAX_SECONDS = 10.0
 FIND_MAX_DRAIN_S = 5.0  # long enough to report a lag somewhat past KEEP_UP_LAG_S
+SOAK_SAMPLE_S = 30.0  # --soak: resident set sampled this often
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Phase:
     lateness_ms: list[float] = field(default_factory=list)
     cpu_s: dict[str, float] = field(default_factory=dict)
     rss_mb: dict[str, float] = field(default_factory=dict)
+    rss_samples: list[dict] = field(default_factory=list)  # --soak: resident set over time
 
     def keeps_up(self) -> bool:
         return self.offered > 0 and self.delivered / self.offered >= KEEP_UP_RATIO and self.lag_s is not None and self.lag_s <= KEEP_UP_LAG_S
@@ -96,6 +98,7 @@ class Phase:
             "deadline_lateness_ms": _pct(self.lateness_ms),
             "cpu_s": {k: round(v, 2) for k, v in self.cpu_s.items()},
             "peak_rss_mb": {k: round(v, 1) for k, v in self.rss_mb.items()},
+            **({"rss_samples": self.rss_samples} if self.rss_samples else {}),
         }
 
 
@@ -112,11 +115,16 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _rss_mb(pid: int) -> float:
+def _rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """Peak resident set (VmHWM), or now (field="VmRSS")."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _rss_now_mb(pid: int) -> float:
+    return _rss_mb(pid, "VmRSS")
 
 
 def machine() -> dict:
@@ -352,7 +360,33 @@ def stop_huxue(procs: dict[str, subprocess.Popen]) -> None:
             p.wait(30)
 
 
-def huxue_phase(b: Bench, name: str, slug: str, rate: float, duration: float, panics: int, drain: float = DRAIN_SECONDS) -> Phase:
+class RssSampler:
+    """Every `every` seconds: the resident set of each process, printed and kept (--soak)."""
+
+    def __init__(self, phase: Phase, pids: dict[str, int], every: float):
+        self.phase, self.pids, self.every = phase, pids, every
+        self._stop = threading.Event()
+        self._t0 = time.monotonic()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            sample = {"t_s": round(time.monotonic() - self._t0)}
+            for name, pid in self.pids.items():
+                try:
+                    sample[name] = round(_rss_now_mb(pid), 1)
+                except OSError:
+                    pass
+            self.phase.rss_samples.append(sample)
+            print(f"  soak {sample['t_s']:>4} s  rss MB " + "  ".join(f"{k} {v}" for k, v in sample.items() if k != "t_s"), flush=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._t.join(5)
+
+
+def huxue_phase(b: Bench, name: str, slug: str, rate: float, duration: float, panics: int, drain: float = DRAIN_SECONDS, rss_every: float | None = None) -> Phase:
     """One phase through a fresh bridge + worker."""
     phase = Phase(name, rate=rate, ladder_s=[round(f * duration, 3) for f in LADDER_FRACTIONS])
     cfg = b.config(slug, phase.ladder_s)
@@ -364,9 +398,12 @@ def huxue_phase(b: Bench, name: str, slug: str, rate: float, duration: float, pa
         pub, press_pub = Publisher(cfg.mqtt), Publisher(cfg.mqtt)
         wait_forwarding(pub, simulate.Simulator(b.registry, b.schools, seed=0), watch)
         usage = Usage({**b.brokers, **{k: p.pid for k, p in procs.items()}})
+        sampler = RssSampler(phase, usage.pids, rss_every) if rss_every else None
         started = time.time()
         sent, presses = drive(pub, simulate.Simulator(b.registry, b.schools, seed=1), rate, duration, panics, b.schools, press_pub)
         ended = time.time()
+        if sampler:
+            sampler.close()
         collect(phase, sent, watch, started, ended, drain)
         if presses:
             collect_alerts(phase, presses, alerts, urgent, ended)
@@ -454,12 +491,17 @@ def main(args) -> int:
     b = Bench(cfg0, run_id, work, registry, schools, brokers)
     print(f"bench {run_id}: {args.rate:g} msg/s offered for {args.duration:g} s per phase, {len(schools)} schools, {args.panics} presses per huxue phase", flush=True)
 
-    results = [baseline_phase(b, args.rate, args.duration)]
-    _print(results[-1])
-    hux = huxue_phase(b, "huxue bridge+worker", "huxue", args.rate, args.duration, args.panics)
-    results.append(hux)
-    _print(hux)
-    _print_ratio(results[0], hux)
+    if args.soak:  # one long huxue phase: is memory bounded?
+        hux = huxue_phase(b, "huxue soak", "soak", args.rate, args.duration, args.panics, rss_every=min(SOAK_SAMPLE_S, max(1.0, args.duration / 10)))
+        results = [hux]
+        _print(hux)
+    else:
+        results = [baseline_phase(b, args.rate, args.duration)]
+        _print(results[-1])
+        hux = huxue_phase(b, "huxue bridge+worker", "huxue", args.rate, args.duration, args.panics)
+        results.append(hux)
+        _print(hux)
+        _print_ratio(results[0], hux)
     if args.overload:
         results.append(huxue_phase(b, f"huxue overload {2 * args.rate:g}/s", "overload", 2 * args.rate, args.duration, args.panics))
         _print(results[-1])

@@ -50,7 +50,7 @@ import yaml
 from kafka import KafkaConsumer, TopicPartition
 
 from pipeline import kafka_client, simulate
-from pipeline.bench import Phase, Usage, _cpu, _rss_mb, machine, stop_huxue
+from pipeline.bench import Phase, Usage, _cpu, _rss_mb, _rss_now_mb, machine, stop_huxue
 from pipeline.config import Config, load_config, packaged_config_path
 from pipeline.ingest import native
 from pipeline.records import CanonicalEvent, dumps
@@ -165,14 +165,6 @@ def _busy_pct(before: tuple[float, float]) -> float:
     """% of the machine's cores busy since `before` (all processes: a shared box shows here)."""
     busy, total = _cpu_times()
     return 100 * (busy - before[0]) / max(1, total - before[1])
-
-
-def _rss_now_mb(pid: int) -> float:
-    """Resident set now (bench._rss_mb is the peak, VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _wait(done, timeout: float, interval: float = POLL_S) -> bool:

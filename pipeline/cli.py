@@ -338,6 +338,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--overload", action="store_true", help="then a huxue phase at twice --rate")
     s.add_argument("--find-max", action="store_true", help="then search the highest rate huxue keeps up with (short huxue-only steps)")
     s.add_argument("--find-max-steps", type=int, default=6, help="steps of the --find-max search (doubling from --rate, then bisecting)")
+    s.add_argument("--soak", action="store_true", help="instead: one huxue phase of --duration, printing each process's resident set every 30 s")
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("bench-scale", help="worker start time, idle CPU and CPU per event: the 20-school sample vs a generated N-school registry (own brokers)")

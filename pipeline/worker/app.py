@@ -257,8 +257,9 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
     due_index = due.DueIndex()  # a tick visits the due schools only (worker/due.py)
 
     @app.on_partitions_assigned.connect
-    async def _reindex(sender: Any, assigned: Any, **kwargs: Any) -> None:
+    async def _on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         due_index.clear()  # table recovery may change states behind the index's back
+        tables.forget()  # and behind the decoded states'
 
     def partition_schools(partition: int) -> list[tuple[str, float | None]]:
         # The registry's schools of this partition (so timers start with no traffic at

@@ -6,9 +6,10 @@ Saving is split in two so that nothing is sent before the new state is known to 
 writable: `prepare` encodes every changed value (and raises if one cannot be encoded),
 the caller delivers the alerts, then `save` writes the prepared values.
 
-Decoded states are cached per school and reused while the stored values are the very
-same objects (identity: the memory store returns what was put), so a school is decoded
-again only after its state changed, for example by a changelog recovery.
+Decoded states are cached per school: `save` keeps the state it wrote, and `load` returns
+it without reading the tables (a school has 20-odd values: reading them all for every input
+cost more than the rules). The worker is the tables' only writer except Faust's changelog
+recovery, which happens only after a partition assignment: the worker calls `forget()` then.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class SchoolTables:
         self.schools = schools
         self.memory = memory
         self.memory_keys = memory_keys
-        self._cache: dict[str, tuple[Any, tuple, SchoolState]] = {}
+        self._cache: dict[str, SchoolState] = {}
 
     def _stored(self, school_id: str) -> tuple[Any, tuple]:
         return self.schools.get(school_id), tuple(self.memory.get(f"{school_id}|{k}") for k in self.memory_keys)
@@ -47,15 +48,19 @@ class SchoolTables:
         return self.schools.get(school_id) is not None
 
     def load(self, school_id: str, partition: int) -> SchoolState:
-        """The school's state; decoded again only when a stored value changed."""
-        core, mems = self._stored(school_id)
+        """The school's state: as last saved, or decoded from the tables."""
         hit = self._cache.get(school_id)
-        if hit and hit[0] is core and all(a is b for a, b in zip(hit[1], mems)):
-            return hit[2]
+        if hit is not None:
+            return hit
+        core, mems = self._stored(school_id)
         memory = {k: _decode(v) for k, v in zip(self.memory_keys, mems) if v is not None}
         state = SchoolState.from_dicts(_decode(core) if core is not None else None, memory, school_id, partition)
-        self._cache[school_id] = (core, mems, state)
+        self._cache[school_id] = state
         return state
+
+    def forget(self) -> None:
+        """Drop the decoded states: the tables may change behind us (changelog recovery)."""
+        self._cache.clear()
 
     def prepare(self, school_id: str, before: SchoolState, after: SchoolState) -> Writes:
         """Encode what changed from `before` to `after` (states are immutable: identity
@@ -79,12 +84,11 @@ class SchoolTables:
                 self.memory[name] = value
             elif self.memory.get(name) is not None:
                 del self.memory[name]
-        core, mems = self._stored(w.school_id)
-        self._cache[w.school_id] = (core, mems, w.state)
+        self._cache[w.school_id] = w.state
 
     def cached(self) -> list[SchoolState]:
         """States decoded so far (for gauges: no decoding)."""
-        return [hit[2] for hit in list(self._cache.values())]
+        return list(self._cache.values())
 
 
 def _decode(value: Any) -> Any:

@@ -45,6 +45,7 @@ def test_bench_reports_baseline_pipeline_overload_and_max(stack, workdir):
     for phase in (hux, over):
         assert _numbers(phase["latency_ms"]) and isinstance(phase["last_event_lag_s"], (int, float))
         assert phase["presses"] == 3 and _numbers(phase["panic_to_alert_ms"]) and phase["panic_to_alert_ms"]["max"] > 0
+        assert _numbers(phase["panic_to_urgent_topic_ms"]), "the bridge's share of a press's latency"
         # the first press's three ladder stages fire within the phase, at least
         assert phase["deadline_stages"]["seen"] >= 3 and _numbers(phase["deadline_lateness_ms"])
         assert {"bridge", "worker", "kafka", "mosquitto"} <= set(phase["cpu_s"]) and phase["peak_rss_mb"]["worker"] > 0
@@ -52,3 +53,20 @@ def test_bench_reports_baseline_pipeline_overload_and_max(stack, workdir):
     assert len(found["steps"]) == 2 and [s["rate"] for s in found["steps"]][0] == 50
     assert isinstance(found["max_rate"], (int, float))
     assert all(isinstance(s["keeps_up"], bool) and isinstance(s["offered"], int) for s in found["steps"])
+
+
+def test_bench_soak_samples_every_process_resident_set(stack, workdir):
+    path = workdir / "soak.yaml"
+    path.write_text(yaml.safe_dump(stack))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUXUE_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "--config", str(path), "bench", "--soak", "--rate", "50", "--duration", "4", "--panics", "1"],
+        capture_output=True, text=True, timeout=300, cwd=workdir, env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "baseline" not in result.stdout and "huxue soak" in result.stdout and "soak " in result.stdout
+    [report] = [orjson.loads(p.read_bytes()) for p in (workdir / "bench" / "results").glob("*.json")]
+    [soak] = report["phases"]
+    assert soak["delivered"] == soak["offered"] == 199
+    assert len(soak["rss_samples"]) >= 2
+    assert all({"bridge", "worker", "kafka", "mosquitto"} <= set(s) and s["worker"] > 0 for s in soak["rss_samples"])
