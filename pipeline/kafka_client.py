@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -79,6 +80,7 @@ def _partition_counts(a: KafkaAdminClient, names: list[str]) -> dict[str, int]:
     return counts
 
 
+@functools.lru_cache(maxsize=1 << 17)  # keys are school and device ids: murmur2 in Python costs
 def partition_for(key: str, partitions: int) -> int:
     """Kafka's default partitioner (murmur2, as the Java client, kafka-python and aiokafka
     place keys): the partition that owns a school's events, commands and state."""

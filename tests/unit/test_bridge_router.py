@@ -226,7 +226,7 @@ class FakeProducer:
         self.fail_with: Exception | None = None
         self.raise_on_events: Exception | None = None
 
-    def send(self, topic, key=None, value=None, headers=None):
+    def send(self, topic, key=None, value=None, headers=None, partition=None):
         if self.raise_on_events is not None and topic == "huxue.events":
             raise self.raise_on_events
         self.sent.append((topic, key, value))
