@@ -44,7 +44,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from pipeline import kafka_client, simulate
 from pipeline.config import Config, load_config
-from pipeline.mqtt_client import Publisher
+from pipeline.mqtt_client import Publisher, end_session
 from pipeline.records import dumps, loads, parse_ts
 from pipeline.registry import Registry, load_registry
 from pipeline.rules.ladder import LADDER
@@ -321,9 +321,7 @@ class Bench:
         """A configuration of its own for one huxue phase (fresh topics, app id)."""
         cfg0, name = self.cfg0, f"bench-{self.run_id}-{slug}"
         raw = {
-            # A phase's MQTT sessions end with it: a session left behind would get a copy of
-            # every later phase's traffic (the default expiry is a week), slowing Mosquitto.
-            "mqtt": {"url": cfg0.mqtt.url, "session_expiry_seconds": 10},
+            "mqtt": {"url": cfg0.mqtt.url},
             "kafka": {"bootstrap": cfg0.kafka.bootstrap, "topic_prefix": f"{name}.", "partitions": cfg0.kafka.partitions},
             "registry": str(cfg0.registry_path),
             "stack": {"home": str(cfg0.home)},
@@ -415,6 +413,8 @@ def huxue_phase(b: Bench, name: str, slug: str, rate: float, duration: float, pa
         urgent.close()
     finally:
         stop_huxue(procs)
+        for client_id in (cfg.bridge_client_id, f"{cfg.bridge_client_id}-priority"):
+            end_session(cfg.mqtt, client_id)  # else it gets a copy of every later phase's traffic
         kafka_client.delete_topics(
             cfg.kafka.bootstrap, [*cfg.topics.contract(), cfg.topics.ticks, *cfg.topics.changelogs]
         )

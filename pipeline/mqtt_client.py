@@ -9,6 +9,8 @@ import uuid
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from pipeline.config import MqttConfig
 
@@ -21,6 +23,23 @@ def new_client(cfg: MqttConfig, client_id: str, **kwargs) -> mqtt.Client:
     if cfg.tls:
         client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
     return client
+
+
+def end_session(cfg: MqttConfig, client_id: str, timeout: float = 10) -> None:
+    """Delete the broker's persistent session of `client_id` (and what it queued): connect
+    with a clean start and no session expiry, then disconnect."""
+    client = new_client(cfg, client_id)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    client.connect(cfg.host, cfg.port, keepalive=30, clean_start=True, properties=props)
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 class Publisher:
