@@ -298,7 +298,7 @@ class Alert:
     by: str = ""
     command_id: str = ""
     note: str = ""
-    # Deadline stages: when the deadline was due (lateness = sent - due).
+    # Deadline stages: when the deadline was due (their `sent` too; lateness = Kafka timestamp - due).
     due: str = ""
     # Non-empty while the incident is held back (lockdown): recorded, nobody notified.
     held: str = ""

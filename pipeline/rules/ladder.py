@@ -64,11 +64,14 @@ def fire_due(inc: Incident, now: float, esc: EscalationConfig, describe: Describ
         inc = replace(inc, deadlines={s: d for s, d in inc.deadlines.items() if s != stage})
         if stage in inc.stages:  # defensive: a stage is never emitted twice
             continue
+        # A stage is sent as of its deadline, whichever input fires it: after a crash between
+        # the alert and the state that records it, the copy re-emitted by another input (a
+        # later tick, deadlines held for queued commands) is the same alert.
         if stage == "expired":
             inc = replace(inc, closed_at=now, closed_stage=stage, deadlines={})
-            inc, alert = inc.emit(stage, "Cancel", now, describe(inc, stage, ""), due=due)
+            inc, alert = inc.emit(stage, "Cancel", due, describe(inc, stage, ""), due=due)
         else:
-            inc, alert = inc.emit(stage, "Update", now, describe(inc, stage, ""), deadlines=deadlines_view(inc, esc), due=due)
+            inc, alert = inc.emit(stage, "Update", due, describe(inc, stage, ""), deadlines=deadlines_view(inc, esc), due=due)
         alerts.append(alert)
     return inc, alerts
 

@@ -39,7 +39,8 @@ def test_worker_killed_mid_ladder_emits_remaining_stages_exactly_once(stack, wor
             assert [stage for _, stage in distinct] == ["opened", "onsite_overdue", "mobile_late", "mobile_overdue"]
             resent = len(alerts) - len(distinct)
             assert resent <= 1, f"{school}: {resent} copies re-sent after the crash"
-        assert parse_ts(last["sent"]) >= parse_ts(last["due"])
+        # a stage is sent as of its deadline, whichever input fired it (the copy after the crash too)
+        assert parse_ts(last["sent"]) == parse_ts(last["due"])
     finally:
         p.close()
 

@@ -44,7 +44,18 @@ def test_without_a_queued_command_the_held_deadline_fires_once_caught_up():
     assert "onsite_overdue" not in stages(held)
     fired = engine.on_tick(held.state, T0 + 66, CTX)
     assert stages(fired) == ["onsite_overdue"]
-    assert parse_ts(fired.alerts[0].sent) == T0 + 66 and parse_ts(fired.alerts[0].due) == T0 + 60
+    assert parse_ts(fired.alerts[0].sent) == parse_ts(fired.alerts[0].due) == T0 + 60  # sent as of its deadline
+
+
+def test_a_stage_fired_by_another_input_after_a_hold_is_the_same_alert():
+    """A crash between an alert and the state that records it re-emits the stage; after the
+    restart the replayed tick may be held (commands queued) and a later input fire it: the
+    copy must equal the first (a consumer de-duplicating by identifier sees one alert)."""
+    state, _ = opened()
+    first = engine.on_tick(state, T0 + 61, CTX)
+    again = engine.on_tick(engine.on_tick(state, T0 + 61, CTX, until=T0 + 30).state, T0 + 61.25, CTX)
+    by_event = engine.on_event(state, press("e-3"), T0 + 63, CTX)
+    assert [a for a in first.alerts] == [a for a in again.alerts] == [a for a in by_event.alerts if a.stage == "onsite_overdue"]
 
 
 def test_a_late_command_still_lets_the_escalation_it_came_too_late_for_out_first():
