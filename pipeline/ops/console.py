@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -18,13 +19,14 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline import metrics
 from pipeline.config import Config
-from pipeline.ops.auth import Account, Accounts
+from pipeline.ops.auth import Account, Accounts, LoginThrottle
 from pipeline.ops.store import Change, Store
 from pipeline.records import INCIDENT_COMMANDS, SCHOOL_COMMANDS, Command, iso_utc, parse_ts
 from pipeline.registry import Registry
@@ -59,6 +61,7 @@ class Console:
         self.cfg, self.registry, self.store, self.accounts, self.send = cfg, registry, store, accounts, send
         self.clients: list[tuple[Account, asyncio.Queue]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.throttle = LoginThrottle()
 
     # --- presentation -----------------------------------------------------------------
 
@@ -151,18 +154,36 @@ class Console:
         return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
 
     async def login(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "bad_request", "send JSON {username, password}")
-        account = self.accounts.login(str(body.get("username", "")), str(body.get("password", "")))
+        body = await self._json(request)
+        if isinstance(body, web.Response):
+            return body
+        username, password = body.get("username"), body.get("password")
+        if not isinstance(username, str) or not isinstance(password, str):
+            return _error(400, "bad_request", "send JSON {username, password} (strings)")
+        keys = [f"user:{username}", f"addr:{request.remote or '-'}"]
+        now = time.time()
+        wait = self.throttle.wait(keys, now)
+        if wait > 0:
+            log.warning("login refused: too many failures", extra={"user": username[:64], "address": request.remote, "retry_after_s": round(wait)})
+            response = _error(429, "too_many_failures", f"too many failed logins; try again in {math.ceil(wait)} s")
+            response.headers["Retry-After"] = str(math.ceil(wait))
+            return response
+        # PBKDF2 takes tens of milliseconds: never on the event loop that serves everyone
+        account = await asyncio.get_running_loop().run_in_executor(None, self.accounts.login, username, password)
         if account is None:
+            self.throttle.failed(keys, now)
+            log.warning("login failed", extra={"user": username[:64], "address": request.remote})
             return _error(401, "bad_credentials", "unknown user or wrong password")
+        self.throttle.succeeded(keys[:1])  # the user's count; the address keeps its own
         response = web.json_response(account.public())
-        response.set_cookie(COOKIE, self.accounts.session(account), httponly=True, samesite="Strict", max_age=int(self.accounts.session_seconds))
+        response.set_cookie(
+            COOKIE, self.accounts.session(account), httponly=True, samesite="Strict", secure=request.secure, max_age=int(self.accounts.session_seconds)
+        )
         return response
 
     async def logout(self, request: web.Request) -> web.Response:
+        if COOKIE in request.cookies:
+            self.accounts.revoke(request.cookies[COOKIE])  # ended on the server, not only in this browser
         response = web.json_response({"ok": True})
         response.del_cookie(COOKIE)
         return response
@@ -178,6 +199,10 @@ class Console:
             return _error(403, "forbidden", f"{account.username} may not see school {school}")
         schools = [school] if school else ([account.school] if account.role == "guard" else None)
         state = q.get("state", "open")
+        try:
+            limit = min(int(q.get("limit", "500")), 5000)
+        except ValueError:
+            return _error(400, "bad_request", "limit must be a whole number")
         rows = await self._db(
             self.store.incidents,
             state=None if state == "all" else state,
@@ -186,7 +211,7 @@ class Console:
             rule=q.get("rule"),
             status=q.get("status"),
             since=q.get("since"),
-            limit=min(int(q.get("limit", "500")), 5000),
+            limit=limit,
         )
         now = time.time()
         return web.json_response({"incidents": [self.incident_view(i, now) for i in self.sorted_incidents(rows)]})
@@ -282,7 +307,8 @@ class Console:
     # --- app -----------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._observe, self._auth])
+        app = web.Application(middlewares=[self._observe, self._same_origin, self._auth])
+        app.on_response_prepare.append(_security_headers)
         web_dir = resources.files("pipeline.ops") / "web"
 
         async def static(request: web.Request) -> web.Response:
@@ -335,11 +361,45 @@ class Console:
         return await handler(request)
 
     @web.middleware
+    async def _same_origin(self, request: web.Request, handler):
+        """CSRF: a state-changing request must be JSON (a cross-site form cannot send that
+        without a CORS preflight, which the console never grants) and, when the browser says
+        where it comes from, come from the console's own origin."""
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            if request.content_type != "application/json":
+                return _error(415, "json_required", "send the request body as application/json")
+            origin = request.headers.get("Origin") or _origin_of(request.headers.get("Referer", ""))
+            if origin and origin != f"{request.scheme}://{request.host}":
+                log.warning("cross-origin request refused", extra={"path": request.path, "origin": origin[:200], "address": request.remote})
+                return _error(403, "cross_origin", "requests must come from the console's own pages")
+        return await handler(request)
+
+    @web.middleware
     async def _observe(self, request: web.Request, handler):
         response = await handler(request)
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else "other"
         metrics.CONSOLE_REQUESTS.labels(route, str(response.status)).inc()
         return response
+
+
+# No inline script or style anywhere (the page loads /static/app.js and style.css); device
+# snapshots may come from NVRs over http(s).
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' http: https:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
 
 
 def accounts_from(cfg: Config) -> Accounts:

@@ -34,6 +34,7 @@ def browser():
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--window-size=1400,1000"):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to see Content-Security-Policy violations
     driver = webdriver.Chrome(service=Service(driver_path), options=opts)
     try:
         yield driver
@@ -79,6 +80,9 @@ def test_live_incident_countdown_and_acknowledge_in_the_browser(stack, workdir, 
         assert "acknowledged by duty-li" in wait_for(lambda: _read(lambda: _card(browser, incident_id).text), 10, "the card")
         sent = p.alerts.wait(lambda rs: [a for a in rs if a["incident_id"] == incident_id and a["stage"] == "acknowledged"], 10, "the ack alert")
         assert sent[0]["by"] == "duty-li"  # the command records who sent it
+        # the page works under the console's strict Content-Security-Policy: nothing was refused
+        refused = [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
+        assert not refused, refused
 
         wait_for(lambda: _read(lambda: _card(browser, incident_id).find_element(By.CLASS_NAME, "school-link").click() or True), 10, "a click on the school")
         wait_for(lambda: "Gate posts" in browser.find_element(By.ID, "school").text, 10, "the school view")

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from pipeline.config import Config
-from pipeline.ops.auth import Account, Accounts, check_password, hash_password, token_hash
+from pipeline.ops.auth import Account, Accounts, LoginThrottle, check_password, hash_password, token_hash
 from pipeline.ops.console import Console, next_deadline
 from pipeline.ops.store import Change, Store
 from pipeline.records import iso_utc
@@ -203,3 +203,93 @@ def test_next_deadline_walks_the_ladder():
     assert next_deadline(acked, 250) == {"name": "arrive", "at": iso_utc(340), "overdue": False}
     assert next_deadline({**acked, "arrived_at": iso_utc(200)}, 250) is None
     assert next_deadline({**base, "rule": "perimeter"}, 50) is None and next_deadline({**base, "state": "closed"}, 50) is None
+
+
+# --- hardening (issue 10) ---------------------------------------------------------------------
+
+
+def test_login_costs_the_same_for_unknown_users_and_is_throttled():
+    slow = hash_password("pw", iterations=20_000)
+    accounts = Accounts([Account("a", "admin", password_hash=slow)], secret="k")
+    assert accounts.decoy().split("$")[1] == "20000", "unknown users check a hash as costly as the real ones"
+    assert accounts.login("nobody", "pw") is None and accounts.login("a", "pw").username == "a"
+
+    throttle = LoginThrottle(limit=3, base_seconds=30, max_seconds=100)
+    keys = ["user:a", "addr:1.2.3.4"]
+    for _ in range(2):
+        throttle.failed(keys, 1000)
+    assert throttle.wait(keys, 1000) == 0
+    throttle.failed(keys, 1000)
+    assert throttle.wait(keys, 1000) == 30 and throttle.wait(["user:b"], 1000) == 0
+    for _ in range(3):
+        throttle.failed(keys, 1031)
+    assert throttle.wait(keys, 1031) == 60, "the wait doubles each time the limit is reached again"
+    for _ in range(6):
+        throttle.failed(keys, 2000)
+    assert throttle.wait(keys, 2000) == 100, "capped"
+    throttle.succeeded(["user:a"])
+    assert throttle.wait(["user:a"], 2000) == 0 and throttle.wait(["addr:1.2.3.4"], 2000) == 100
+
+
+def test_repeated_failed_logins_get_429_and_are_logged(world, caplog):
+    async def scenario(client, sent, console):
+        console.throttle = LoginThrottle(limit=3, base_seconds=60)
+        for _ in range(3):
+            assert (await client.post("/api/login", json={"username": "duty", "password": "nope"})).status == 401
+        r = await client.post("/api/login", json={"username": "duty", "password": PASSWORDS["duty"]})
+        assert r.status == 429 and int(r.headers["Retry-After"]) > 0 and (await r.json())["error"] == "too_many_failures"
+        assert (await client.post("/api/login", json={"username": "guard1", "password": PASSWORDS["guard1"]})).status == 429, "the address waits too"
+
+    with caplog.at_level("WARNING", logger="huxue.console"):
+        run(world, scenario)
+    assert sum(r.getMessage() == "login failed" for r in caplog.records) == 3
+
+
+def test_logout_ends_the_session_on_the_server(world):
+    async def scenario(client, sent, console):
+        await login(client, "duty")
+        cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["huxue_session"].value
+        assert (await client.get("/api/me")).status == 200
+        assert (await client.post("/api/logout", json={})).status == 200
+        # a copy of the cookie (stolen, or another tab) is refused as well
+        r = await client.get("/api/me", headers={"Cookie": f"huxue_session={cookie}"})
+        assert r.status == 401
+
+    run(world, scenario)
+
+
+def test_state_changing_requests_must_be_json_from_the_consoles_own_origin(world):
+    async def scenario(client, sent, console):
+        await login(client, "duty")
+        iid = (await (await client.get("/api/incidents")).json())["incidents"][0]["incident_id"]
+        form = await client.post(f"/api/incidents/{iid}/commands", data={"command": "ack"})
+        assert form.status == 415 and sent == []
+        evil = await client.post(f"/api/incidents/{iid}/commands", json={"command": "ack"}, headers={"Origin": "http://evil.example"})
+        assert evil.status == 403 and (await evil.json())["error"] == "cross_origin" and sent == []
+        referer = await client.post(f"/api/incidents/{iid}/commands", json={"command": "ack"}, headers={"Referer": "http://evil.example/page"})
+        assert referer.status == 403 and sent == []
+        own = str(client.make_url("/")).rstrip("/")
+        ok = await client.post(f"/api/incidents/{iid}/commands", json={"command": "ack"}, headers={"Origin": own})
+        assert ok.status == 202 and len(sent) == 1
+
+    run(world, scenario)
+
+
+def test_security_headers_and_bad_parameters(world):
+    async def scenario(client, sent, console):
+        for path in ("/", "/static/app.js", "/api/me", "/healthz"):
+            r = await client.get(path)
+            csp = r.headers["Content-Security-Policy"]
+            assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+            assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["Referrer-Policy"] == "same-origin"
+        page = await (await client.get("/")).text()
+        assert "<script>" not in page and " style=" not in page and " onclick=" not in page, "nothing inline for the CSP to block"
+        array = await client.post("/api/login", json=["duty", "duty-pw"])
+        assert array.status == 400 and (await array.json())["error"] == "bad_request"
+        numbers = await client.post("/api/login", json={"username": 1, "password": 2})
+        assert numbers.status == 400
+        await login(client, "duty")
+        r = await client.get("/api/incidents?limit=abc")
+        assert r.status == 400 and (await r.json())["error"] == "bad_request"
+
+    run(world, scenario)

@@ -44,7 +44,7 @@ $("#login-form").addEventListener("submit", async (e) => {
   start();
 });
 
-$("#logout").addEventListener("click", async () => { await fetch("/api/logout", { method: "POST" }); showLogin(); });
+$("#logout").addEventListener("click", async () => { await fetch("/api/logout", { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" }); showLogin(); });
 
 function filters() {
   return { school: $("#f-school").value, severity: $("#f-severity").value, rule: $("#f-rule").value, status: $("#f-status").value };
@@ -66,13 +66,20 @@ function countdown(inc) {
   return `<div><span class="countdown" data-at="${esc(d.at)}"></span> <span class="meta">${esc(STAGE_LABEL[d.name] || d.name)}</span></div>`;
 }
 
+// Device-supplied media URLs become links or images only when they are http(s):
+// anything else (javascript:, data:, file:) is shown as text.
+function webUrl(u) {
+  return typeof u === "string" && /^https?:\/\//i.test(u) ? u : "";
+}
+
 function evidence(inc) {
   return (inc.evidence || []).slice(-6).map((e) => {
     const m = e.media || {};
-    const thumb = m.thumbnail_url || m.snapshot_url;
-    const img = thumb ? `<a href="${esc(m.snapshot_url || thumb)}" target="_blank"><img src="${esc(thumb)}" alt="snapshot" loading="lazy"></a>` : "";
-    const clip = m.clip_url ? ` <a href="${esc(m.clip_url)}" target="_blank">clip</a>` : "";
-    return `<div>${img}${esc(e.type)} · ${esc(e.device_id)}${clip}</div>`;
+    const thumb = webUrl(m.thumbnail_url) || webUrl(m.snapshot_url);
+    const img = thumb ? `<a href="${esc(webUrl(m.snapshot_url) || thumb)}" target="_blank" rel="noopener noreferrer"><img src="${esc(thumb)}" alt="snapshot" loading="lazy"></a>` : "";
+    const clip = webUrl(m.clip_url) ? ` <a href="${esc(m.clip_url)}" target="_blank" rel="noopener noreferrer">clip</a>` : (m.clip_url ? ` <span class="meta">clip: ${esc(m.clip_url)}</span>` : "");
+    const other = !thumb && (m.thumbnail_url || m.snapshot_url) ? ` <span class="meta">media: ${esc(m.thumbnail_url || m.snapshot_url)}</span>` : "";
+    return `<div>${img}${esc(e.type)} · ${esc(e.device_id)}${clip}${other}</div>`;
   }).join("");
 }
 
