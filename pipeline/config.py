@@ -110,6 +110,9 @@ class ConsoleConfig:
     session_hours: float = 12
     # [{username, role: guard|duty_officer|admin, school (guards), password_hash, token_sha256}]
     accounts: tuple[dict[str, str], ...] = ()
+    # HTTPS without a reverse proxy: PEM certificate (chain) and key, relative to the config file
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,12 @@ class Config:
     @property
     def registry_path(self) -> Path:
         return (Path(self.base_dir) / self.registry).resolve()
+
+    def console_tls(self) -> tuple[Path, Path] | None:
+        """The console's certificate and key files, when it serves HTTPS."""
+        if not self.console.tls_cert:
+            return None
+        return (Path(self.base_dir) / self.console.tls_cert).resolve(), (Path(self.base_dir) / self.console.tls_key).resolve()
 
     @property
     def home(self) -> Path:
@@ -371,6 +380,11 @@ def _validate(cfg: Config, where: Path) -> None:
     if not 0 < cfg.worker.tick_seconds <= 5:
         raise ConfigError(f"{where}: worker.tick_seconds must be in (0, 5]")
     _validate_severities(cfg.rules, f"{where}: rules")
+    if bool(cfg.console.tls_cert) != bool(cfg.console.tls_key):
+        raise ConfigError(f"{where}: console.tls_cert and console.tls_key go together (PEM certificate and its key)")
+    for path in cfg.console_tls() or ():
+        if not path.is_file():
+            raise ConfigError(f"{where}: console TLS file {path} not found")
     for i, account in enumerate(cfg.console.accounts):
         at = f"{where}: console.accounts[{i}]"
         unknown = set(account) - {"username", "role", "school", "password_hash", "token_sha256"}

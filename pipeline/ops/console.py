@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import math
+import ssl
 import threading
 import time
 import uuid
@@ -25,7 +26,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline import metrics
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.ops.auth import Account, Accounts, LoginThrottle
 from pipeline.ops.store import Change, Store
 from pipeline.records import INCIDENT_COMMANDS, SCHOOL_COMMANDS, Command, iso_utc, parse_ts
@@ -416,6 +417,14 @@ def run(cfg: Config, registry: Registry) -> None:
     from pipeline.ops.recorder import Recorder
     from pipeline.records import dumps
 
+    tls = cfg.console_tls()
+    context = None
+    if tls:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(*tls)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"console TLS: cannot use {tls[0]} / {tls[1]}: {exc}") from exc
     store = Store(cfg.store_url)
     kafka_client.ensure_topics(cfg.kafka.bootstrap, cfg.topics.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor)
     producer = kafka_client.producer(cfg.kafka.bootstrap)
@@ -436,9 +445,10 @@ def run(cfg: Config, registry: Registry) -> None:
 
     threading.Thread(target=record, daemon=True, name="recorder").start()
     threading.Thread(target=watch, daemon=True, name="console-metrics").start()
-    log.info("console", extra={"url": f"http://{cfg.console.bind}:{cfg.console.port}/", "store": store.kind, "accounts": len(cfg.console.accounts)})
+    scheme = "https" if tls else "http"
+    log.info("console", extra={"url": f"{scheme}://{cfg.console.bind}:{cfg.console.port}/", "store": store.kind, "accounts": len(cfg.console.accounts)})
     try:
-        web.run_app(console.app(), host=cfg.console.bind, port=cfg.console.port, print=None, access_log=None)
+        web.run_app(console.app(), host=cfg.console.bind, port=cfg.console.port, ssl_context=context, print=None, access_log=None)
     finally:
         stop.set()
         producer.close(timeout=5)

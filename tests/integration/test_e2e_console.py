@@ -115,3 +115,41 @@ def _card(browser, incident_id: str):
     from selenium.webdriver.common.by import By
 
     return browser.find_element(By.CSS_SELECTOR, f"#incidents [data-incident='{incident_id}']")
+
+
+def test_the_console_serves_https_with_a_secure_session_cookie(stack, workdir):
+    """`console.tls_cert`/`tls_key`: HTTPS without a reverse proxy; plaintext is refused."""
+    import http.client
+    import json
+    import ssl
+    import subprocess
+
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    port = free_port()
+    console_cfg = {"console": {"port": port, "store": f"sqlite:///{workdir / 'history.sqlite3'}", "tls_cert": str(cert), "tls_key": str(key),
+                               "accounts": [{"username": "duty-li", "role": "duty_officer", "password_hash": hash_password("pw-duty", iterations=1000)}]}}
+    p = Pipeline(stack, workdir, config=console_cfg)
+    console = Proc("console", ["--config", str(p.cfg_path), "console"], workdir / "console.log", p.worker.env)
+    try:
+        console.start()
+        console.wait_log("recording", 30)
+        trusted = ssl.create_default_context(cafile=str(cert))
+        https = http.client.HTTPSConnection("127.0.0.1", port, context=trusted, timeout=10)
+        https.request("POST", "/api/login", body=json.dumps({"username": "duty-li", "password": "pw-duty"}), headers={"Content-Type": "application/json"})
+        r = https.getresponse()
+        assert r.status == 200, r.read()
+        cookie = r.getheader("Set-Cookie")
+        assert "huxue_session=" in cookie and "Secure" in cookie and "HttpOnly" in cookie
+        r.read()
+        plain = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+            plain.request("GET", "/healthz")
+            plain.getresponse()
+    finally:
+        console.stop()
+        p.close()

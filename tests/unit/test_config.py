@@ -299,3 +299,15 @@ def test_relative_config_path_resolves_against_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = load_config("sub/huxue.yaml", env={})
     assert cfg.registry_path == (tmp_path / "sub" / "r.yaml").resolve()
+
+
+def test_console_tls_needs_both_files_and_they_must_exist(tmp_path):
+    (tmp_path / "cert.pem").write_text("x")
+    with pytest.raises(ConfigError, match="go together"):
+        load_config(write(tmp_path, "console: {tls_cert: cert.pem}\n"), env={})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(write(tmp_path, "console: {tls_cert: cert.pem, tls_key: missing.pem}\n"), env={})
+    (tmp_path / "key.pem").write_text("x")
+    cfg = load_config(write(tmp_path, "console: {tls_cert: cert.pem, tls_key: key.pem}\n"), env={})
+    assert cfg.console_tls() == ((tmp_path / "cert.pem").resolve(), (tmp_path / "key.pem").resolve()), "relative to the configuration file"
+    assert load_config(write(tmp_path, "console: {}\n"), env={}).console_tls() is None
