@@ -126,9 +126,9 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
         broker_heartbeat_interval=min(3.0, cfg.worker.session_timeout_seconds / 3),
         broker_commit_interval=1.0,
         broker_max_poll_records=100,  # the fetch loop waits on a full events queue for at most one poll's worth
-        # changelog and alert records batch for up to 5 ms: with none, each went out in a
-        # produce request of its own (the worker's largest cost after the rules)
-        producer_linger=0.005,
+        # No producer linger: it batched changelog and alert records (fewer produce requests)
+        # but widened the window between an alert and the state that records it, where a
+        # crash re-emits the alert; see README, known issues (replay order after a crash).
         # a fetch brings at most 256 KiB per partition (Faust: 1 MiB): less telemetry to
         # decode and queue ahead of a tick or a press in the same fetch
         consumer_max_fetch_size=256 * 1024,
