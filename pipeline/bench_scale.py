@@ -47,7 +47,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from pipeline import kafka_client, simulate
 from pipeline.bench import Phase, Usage, _cpu, _rss_mb, _rss_now_mb, machine, stop_huxue
@@ -286,10 +286,10 @@ def _ready_line(log: Path) -> str | None:
 class Offsets:
     """End offsets of topics and what the worker group committed on them."""
 
-    def __init__(self, bootstrap: str, group: str):
+    def __init__(self, cfg: Config, group: str):
         self.group = group
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-        self.admin = kafka_client.admin(bootstrap)
+        self.consumer = kafka_client.consumer(cfg, "admin", group_id=None, enable_auto_commit=False)
+        self.admin = kafka_client.admin(cfg, "admin")
 
     def parts(self, topic: str) -> list[TopicPartition]:
         _wait(lambda: self.consumer.partitions_for_topic(topic), 30, 0.2)  # a new topic reaches metadata a moment later
@@ -310,7 +310,7 @@ class Offsets:
 def measure(stack: Stack, run: Run, slug: str, registry_path: Path, registry: Registry, args, kafka_pid: int | None) -> Run:
     cfg, cfg_path = stack.worker_config(slug, registry_path)
     t = cfg.topics
-    kafka_client.ensure_topics(cfg.kafka.bootstrap, t.contract(), cfg.kafka.partitions)
+    kafka_client.ensure_topics(cfg, "admin", t.contract(), cfg.kafka.partitions)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUXUE_")}
     log = stack.home / f"{slug}-worker.log"
     run.log = str(log)
@@ -328,7 +328,7 @@ def measure(stack: Stack, run: Run, slug: str, registry_path: Path, registry: Re
         print(f"  {run.name}: worker ready {run.start_s:.2f} s after start ({run.start_cpu_s:.2f} CPU s)", flush=True)
 
         # settle: the first ticks store every school once (a one-time cost, not idling)
-        offsets = Offsets(cfg.kafka.bootstrap, cfg.worker.app_id)
+        offsets = Offsets(cfg, cfg.worker.app_id)
         changelog = cfg.topics.changelogs[0]  # the schools table
         t0 = time.monotonic()
         settled = _wait(lambda: sum(offsets.ends(changelog).values()) >= len(registry.schools), SETTLE_TIMEOUT_S, 0.2)
@@ -355,7 +355,7 @@ def measure(stack: Stack, run: Run, slug: str, registry_path: Path, registry: Re
         # 3. events
         source = Events(registry, seed=1, heartbeat_share=args.heartbeat_share)
         first = {tp: n for tp, n in offsets.ends(t.events).items()}
-        producer = kafka_client.producer(cfg.kafka.bootstrap)
+        producer = kafka_client.producer(cfg, "admin")
         busy = Phase("events")
         usage = Usage(pids)
         machine0 = _cpu_times()

@@ -52,11 +52,44 @@ def cmd_stack(args) -> int:
             from pipeline import kafka_client
 
             try:
-                kafka_client.ensure_topics(cfg.kafka.bootstrap, cfg.topics.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor)
+                kafka_client.ensure_topics(cfg, "admin", cfg.topics.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor)
                 print(f"topics     ok       {', '.join(cfg.topics.contract())} ({cfg.kafka.partitions} partitions)")
             except Exception as exc:  # noqa: BLE001 - status reports, never fails on a probe
                 print(f"topics     problem  {exc}")
         return 0 if all(r["state"] == "ready" for r in brokers) else 3
+    return 0
+
+
+def cmd_devices(args) -> int:
+    from pipeline import mqtt_auth
+    from pipeline.registry import load_registry
+    from pipeline.stack import mosquitto_server
+
+    cfg = load_config(args.config)
+    if not cfg.mqtt.auth:
+        raise RuntimeError("mqtt.auth is false in this configuration: the broker takes anonymous clients, there are no accounts")
+    registry = load_registry(cfg.registry_path)
+    if args.action == "sync":
+        changed = mosquitto_server.sync_accounts(cfg)
+        reloaded = changed and mosquitto_server.reload(cfg)
+        passwd, acl = mqtt_auth.files(cfg)
+        print(f"{passwd} and {acl} {'changed' if changed else 'up to date'}{'; Mosquitto reloaded' if reloaded else ''}")
+        return 0
+    if not args.name:
+        raise RuntimeError(f"huxue devices {args.action} needs the device or account name")
+    if args.action == "rotate":
+        mqtt_auth.rotate(cfg, registry, args.name)
+        reloaded = mosquitto_server.reload(cfg)
+        print(f"{args.name}: new password issued{'; Mosquitto reloaded (other clients stay connected)' if reloaded else ' (Mosquitto is not running here: it reads the file at start)'}")
+        print(f"show it with: huxue devices credentials {args.name}")
+        return 0
+    login = mqtt_auth.credentials_of(cfg, registry, args.name)
+    if args.json:
+        import orjson
+
+        print(orjson.dumps({"username": login.username, "password": login.password}).decode())
+    else:
+        print(f"username: {login.username}\npassword: {login.password}")
     return 0
 
 
@@ -98,7 +131,7 @@ def cmd_simulate(args) -> int:
         flush=True,
     )
     stop = _stop_on_signals()
-    pub = Publisher(cfg.mqtt)
+    pub = Publisher(cfg, account="simulator")
     threads = []
     try:
         if args.panic:
@@ -131,7 +164,7 @@ def cmd_alerts(args) -> int:
     cfg = load_config(args.config)
     registry = load_registry(cfg.registry_path)
     stop = _stop_on_signals()
-    for alert in follow(cfg.kafka.bootstrap, cfg.topics.alerts, from_beginning=args.from_beginning):
+    for alert in follow(cfg, cfg.topics.alerts, from_beginning=args.from_beginning):
         if stop.is_set():
             break
         if alert is None or (args.school and alert.get("school_id") != args.school):
@@ -254,6 +287,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=["up", "down", "status", "fetch"])
     s.set_defaults(func=cmd_stack)
 
+    s = sub.add_parser("devices", help="MQTT accounts: `devices credentials NAME`, `devices rotate NAME`, `devices sync`")
+    s.add_argument("action", choices=["credentials", "rotate", "sync"])
+    s.add_argument("name", nargs="?", help="a native device id, a third-party source (frigate, zigbee2mqtt), the bridge's id or simulator")
+    s.add_argument("--json", action="store_true", help='credentials: {"username": ..., "password": ...}')
+    s.set_defaults(func=cmd_devices)
+
     sub.add_parser("bridge", help="run the MQTT -> Kafka bridge").set_defaults(func=cmd_bridge)
     sub.add_parser("worker", help="run the Faust rules worker").set_defaults(func=cmd_worker)
 
@@ -363,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except RuntimeError as exc:
+    except (RuntimeError, ConnectionError, TimeoutError) as exc:  # expected: broker down or refusing us
         print(f"huxue: {exc}", file=sys.stderr)
         return 1
 

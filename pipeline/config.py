@@ -32,6 +32,17 @@ class MqttConfig:
     keepalive_seconds: int = 30
     # How long the broker keeps a disconnected bridge's session (and queues its messages).
     session_expiry_seconds: int = 7 * 24 * 3600
+    # Accounts: `huxue stack up` runs Mosquitto with a password file and an ACL generated
+    # from the registry (each device publishes only as itself), and huxue's own clients
+    # read their passwords from HUXUE_HOME. false: anonymous clients (tests, trusted labs).
+    # Credentials in the URL (mqtt://user:pass@host) win over HUXUE_HOME's.
+    auth: bool = True
+    # The simulator, demo and probe accounts (each may publish as any device): for
+    # development and tests. Turn off in production so that only devices speak for themselves.
+    tool_accounts: bool = True
+    # CA certificate(s) for mqtts:// (relative to the config file). Default: the CA that
+    # `huxue stack up` generated in HUXUE_HOME/tls, if any, else the system's CAs.
+    ca_file: str = ""
 
     @property
     def host(self) -> str:
@@ -64,6 +75,18 @@ class KafkaConfig:
     # you will ever run.
     partitions: int = 6
     replication_factor: int = 1
+    # Client security: PLAINTEXT (no authentication), SASL_PLAINTEXT or SASL_SSL (SCRAM).
+    # With SASL and no username, each component uses the account `huxue stack up`
+    # generated for it (huxue-bridge, huxue-worker, huxue-operator, admin), its password
+    # from HUXUE_HOME/secrets/kafka.json. With a username, every component uses that
+    # account and its password from the variable password_env or the file password_file
+    # (relative to the config file), never from this file.
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    username: str = ""
+    password_env: str = ""
+    password_file: str = ""
+    ca_file: str = ""  # SASL_SSL: CA bundle (relative to the config file); default: the system's CAs
 
 
 @dataclass(frozen=True)
@@ -183,6 +206,18 @@ class Config:
     @property
     def registry_path(self) -> Path:
         return (Path(self.base_dir) / self.registry).resolve()
+
+    def mqtt_ca_file(self) -> Path | None:
+        """The CA bundle an mqtts:// client trusts (None: the system's)."""
+        if self.mqtt.ca_file:
+            return (Path(self.base_dir) / self.mqtt.ca_file).resolve()
+        local = self.home / "tls" / "ca.crt"
+        return local if local.exists() else None
+
+    def kafka_path(self, name: str) -> Path | None:
+        """kafka.password_file or kafka.ca_file, resolved against the config file (None: unset)."""
+        value = getattr(self.kafka, name)
+        return (Path(self.base_dir) / value).resolve() if value else None
 
     def console_tls(self) -> tuple[Path, Path] | None:
         """The console's certificate and key files, when it serves HTTPS."""
@@ -374,6 +409,7 @@ def _validate(cfg: Config, where: Path) -> None:
         raise ConfigError(f"{where}: mqtt.url must start with mqtt:// or mqtts://, got {cfg.mqtt.url!r}")
     if cfg.kafka.partitions < 1:
         raise ConfigError(f"{where}: kafka.partitions must be >= 1")
+    _validate_kafka_security(cfg, where)
     if cfg.bridge.max_inflight_hard < cfg.bridge.max_inflight:
         raise ConfigError(f"{where}: bridge.max_inflight_hard must be >= bridge.max_inflight")
     _validate_bridge(cfg.bridge, where)
@@ -385,6 +421,10 @@ def _validate(cfg: Config, where: Path) -> None:
     for path in cfg.console_tls() or ():
         if not path.is_file():
             raise ConfigError(f"{where}: console TLS file {path} not found")
+    if cfg.mqtt.ca_file and not cfg.mqtt_ca_file().is_file():
+        raise ConfigError(f"{where}: mqtt.ca_file {cfg.mqtt_ca_file()} not found")
+    if ":" in cfg.bridge_client_id:
+        raise ConfigError(f"{where}: bridge.client_id must not contain ':' (it is also the bridge's MQTT account)")
     for i, account in enumerate(cfg.console.accounts):
         at = f"{where}: console.accounts[{i}]"
         unknown = set(account) - {"username", "role", "school", "password_hash", "token_sha256"}
@@ -396,6 +436,33 @@ def _validate(cfg: Config, where: Path) -> None:
             raise ConfigError(f"{at}: a guard account needs its school")
         if not account.get("password_hash") and not account.get("token_sha256"):
             raise ConfigError(f"{at}: needs password_hash (huxue console hash-password) or token_sha256")
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+
+
+def _validate_kafka_security(cfg: Config, where: Path) -> None:
+    k = cfg.kafka
+    if k.security_protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise ConfigError(f"{where}: kafka.security_protocol must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}, got {k.security_protocol!r}")
+    if k.sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+        raise ConfigError(f"{where}: kafka.sasl_mechanism must be one of {', '.join(KAFKA_SASL_MECHANISMS)}, got {k.sasl_mechanism!r}")
+    if k.security_protocol == "PLAINTEXT":
+        given = [n for n in ("username", "password_env", "password_file", "ca_file") if getattr(k, n)]
+        if given:
+            raise ConfigError(f"{where}: kafka.{given[0]} needs kafka.security_protocol SASL_PLAINTEXT or SASL_SSL (it is PLAINTEXT)")
+        return
+    if k.username and bool(k.password_env) == bool(k.password_file):
+        raise ConfigError(f"{where}: kafka.username needs exactly one of kafka.password_env (a variable name) or kafka.password_file (a path); a password never goes in this file")
+    if not k.username and (k.password_env or k.password_file):
+        raise ConfigError(f"{where}: kafka.password_env / kafka.password_file need kafka.username (without one, each component uses its account from HUXUE_HOME)")
+    if k.ca_file and k.security_protocol != "SASL_SSL":
+        raise ConfigError(f"{where}: kafka.ca_file needs kafka.security_protocol SASL_SSL")
+    for name in ("password_file", "ca_file"):
+        path = cfg.kafka_path(name)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{where}: kafka.{name} {path} not found")
 
 
 def _validate_bridge(b: BridgeConfig, where: Path) -> None:

@@ -79,9 +79,9 @@ def main(config_path: str | None, exit_when_done: bool = False) -> int:
         users = ", ".join(a["username"] for a in cfg.console.accounts)
         say(f"CONSOLE http://{cfg.console.bind}:{cfg.console.port}/  (demo sign-in, user = password: {users})")
 
-        alerts = follow(cfg.kafka.bootstrap, cfg.topics.alerts, from_beginning=False)
+        alerts = follow(cfg, cfg.topics.alerts, from_beginning=False)
         next(alerts)
-        publisher = Publisher(cfg.mqtt)
+        publisher = Publisher(cfg, account="demo")
         sim = simulate.Simulator(registry, sorted(registry.schools))
         threading.Thread(target=simulate.run, args=(publisher.publish, sim, 5.0, stop, None, 60.0), daemon=True, name="traffic").start()
         say(f"traffic: {len(registry.schools)} schools, {len(sim.all_devices)} devices: a heartbeat from each every 60 s, 5 other events/s")

@@ -1,43 +1,128 @@
-"""kafka-python plumbing shared by the bridge, the CLI, the stack and the tests."""
+"""kafka-python plumbing shared by the bridge, the CLI, the stack and the tests.
+
+Every client is built from the Config and the role of the component that uses it
+(`client_settings`): the bootstrap servers and, with kafka.security_protocol SASL_*, the
+SCRAM account of that role. PLAINTEXT: the bootstrap servers alone.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import ssl
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 from kafka.serializer import Serializer
 
+from pipeline.config import Config
+from pipeline.credentials import CredentialsError, Store
+
 log = logging.getLogger("huxue.kafka")
+
+# role -> the SCRAM account `huxue stack up` creates for it (kafka.username empty).
+# operator: console, recorder, CLI commands, alerts tail, demo; admin: stack, tests, bench.
+ACCOUNTS = {"bridge": "huxue-bridge", "worker": "huxue-worker", "operator": "huxue-operator", "admin": "admin"}
+ROLES = tuple(ACCOUNTS)
 
 
 class TopicMismatch(RuntimeError):
     """An existing topic has the wrong partition count: co-partitioning would break."""
 
 
-def admin(bootstrap: str, timeout_ms: int = 10000) -> KafkaAdminClient:
-    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="huxue-admin", request_timeout_ms=timeout_ms)
+def secured(cfg: Config) -> bool:
+    return cfg.kafka.security_protocol != "PLAINTEXT"
 
 
-def broker_count(bootstrap: str) -> int:
+def credentials(cfg: Config, role: str) -> tuple[str, str] | None:
+    """(username, password) of `role`, or None with PLAINTEXT. Raises CredentialsError (one line)."""
+    if role not in ACCOUNTS:
+        raise ValueError(f"unknown Kafka client role {role!r}; one of {', '.join(ROLES)}")
+    k = cfg.kafka
+    if not secured(cfg):
+        return None
+    if not k.username:
+        name = ACCOUNTS[role]
+        return name, Store(cfg.home, "kafka").password(name)
+    if k.password_env:
+        password = os.environ.get(k.password_env, "")
+        if not password:
+            raise CredentialsError(f"kafka.password_env: the variable {k.password_env} (password of Kafka account {k.username!r}) is not set or empty")
+        return k.username, password
+    path = cfg.kafka_path("password_file")
+    try:
+        password = path.read_text(encoding="utf-8").strip("\r\n")
+    except OSError as exc:
+        raise CredentialsError(f"kafka.password_file: cannot read {path}: {exc.strerror}") from None
+    if not password:
+        raise CredentialsError(f"kafka.password_file: {path} is empty")
+    return k.username, password
+
+
+def client_settings(cfg: Config, role: str) -> dict[str, Any]:
+    """kafka-python settings (KafkaProducer, KafkaConsumer, KafkaAdminClient) for `role`."""
+    settings: dict[str, Any] = {"bootstrap_servers": cfg.kafka.bootstrap}
+    creds = credentials(cfg, role)
+    if creds is not None:
+        settings.update(
+            security_protocol=cfg.kafka.security_protocol,
+            sasl_mechanism=cfg.kafka.sasl_mechanism,
+            sasl_plain_username=creds[0],
+            sasl_plain_password=creds[1],
+        )
+        if cfg.kafka.security_protocol == "SASL_SSL" and cfg.kafka.ca_file:
+            settings["ssl_cafile"] = str(cfg.kafka_path("ca_file"))
+    return settings
+
+
+def faust_settings(cfg: Config, role: str = "worker") -> dict[str, Any]:
+    """faust.App settings: `broker` and, with SASL, `broker_credentials` (SASL_SSL when it
+    carries an SSL context)."""
+    settings: dict[str, Any] = {"broker": [f"kafka://{h}" for h in cfg.kafka.bootstrap.split(",")]}
+    creds = credentials(cfg, role)
+    if creds is not None:
+        import faust
+
+        context = None
+        if cfg.kafka.security_protocol == "SASL_SSL":
+            ca = cfg.kafka_path("ca_file")
+            context = ssl.create_default_context(cafile=str(ca) if ca else None)
+        settings["broker_credentials"] = faust.SASLCredentials(
+            username=creds[0], password=creds[1], mechanism=cfg.kafka.sasl_mechanism, ssl_context=context
+        )
+    return settings
+
+
+def admin(cfg: Config, role: str, timeout_ms: int = 10000) -> KafkaAdminClient:
+    return KafkaAdminClient(**client_settings(cfg, role), client_id=f"huxue-{role}-admin", request_timeout_ms=timeout_ms)
+
+
+def consumer(cfg: Config, role: str, **settings: Any) -> KafkaConsumer:
+    """A KafkaConsumer of `role` (callers assign partitions; group_id as they pass)."""
+    return KafkaConsumer(**client_settings(cfg, role), **settings)
+
+
+def broker_count(cfg: Config, role: str) -> int:
     """Brokers in the cluster metadata (only ready, unfenced brokers appear)."""
-    a = admin(bootstrap, timeout_ms=5000)
+    a = admin(cfg, role, timeout_ms=5000)
     try:
         return len(a.describe_cluster()["brokers"])
     finally:
         a.close()
 
 
-def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int, replication: int = 1, configs: dict[str, str] | None = None) -> list[str]:
+def ensure_topics(
+    cfg: Config, role: str, names: Iterable[str], partitions: int, replication: int = 1, configs: dict[str, str] | None = None
+) -> list[str]:
     """Create missing topics; check existing ones have `partitions`. Returns the created names."""
     names = list(names)
-    a = admin(bootstrap)
+    a = admin(cfg, role)
     try:
         existing = _partition_counts(a, names)
         wrong = {t: n for t, n in existing.items() if n != partitions}
@@ -61,9 +146,9 @@ def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int, replica
         a.close()
 
 
-def delete_topics(bootstrap: str, names: list[str]) -> None:
+def delete_topics(cfg: Config, role: str, names: list[str]) -> None:
     """Best effort: used to clean up after benchmarks."""
-    a = admin(bootstrap)
+    a = admin(cfg, role)
     try:
         a.delete_topics(names)
     except KafkaError as exc:
@@ -94,10 +179,10 @@ class Utf8Keys(Serializer):
         return value.encode("utf-8") if isinstance(value, str) else value
 
 
-def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
+def producer(cfg: Config, role: str, **overrides: Any) -> KafkaProducer:
     """At-least-once producer: acks from all in-sync replicas, idempotent retries."""
     settings: dict[str, Any] = dict(
-        bootstrap_servers=bootstrap,
+        **client_settings(cfg, role),
         acks="all",
         enable_idempotence=True,
         linger_ms=2,
@@ -108,7 +193,7 @@ def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**settings)
 
 
-def wait_for_kafka(bootstrap: str, timeout: float, alive: Any = None) -> None:
+def wait_for_kafka(cfg: Config, role: str, timeout: float, alive: Any = None) -> None:
     """Wait until the broker answers metadata, or raise. `alive()` False aborts early."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
@@ -116,9 +201,9 @@ def wait_for_kafka(bootstrap: str, timeout: float, alive: Any = None) -> None:
         if alive is not None and not alive():
             raise RuntimeError("Kafka process exited during start-up")
         try:
-            if broker_count(bootstrap) >= 1:
+            if broker_count(cfg, role) >= 1:
                 return
         except (KafkaError, OSError, ValueError) as exc:
             last = exc
         time.sleep(0.5)
-    raise TimeoutError(f"Kafka at {bootstrap} did not answer metadata within {timeout:g} s ({last})")
+    raise TimeoutError(f"Kafka at {cfg.kafka.bootstrap} did not answer metadata within {timeout:g} s ({last})")

@@ -127,6 +127,9 @@ class CanonicalEvent:
     attrs: dict[str, Any] = field(default_factory=dict)
     media: dict[str, Any] | None = None
     exercise: bool = False
+    # With mqtt.auth: the one account the broker's ACL lets publish on `mqtt_topic` (the
+    # device, or its Frigate/Zigbee2MQTT instance); huxue's tool accounts, when enabled, too.
+    mqtt_account: str | None = None
 
     @property
     def key(self) -> str:
@@ -157,8 +160,9 @@ class CanonicalEvent:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if d["media"] is None:
-            del d["media"]
+        for optional in ("media", "mqtt_account"):
+            if d[optional] is None:
+                del d[optional]
         return d
 
     @classmethod

@@ -23,9 +23,38 @@ def stack(tmp_path_factory):
     (root / "registry.yaml").write_text(yaml.safe_dump(test_registry()))
     kafka_port = free_port()
     raw = {
-        "mqtt": {"url": f"mqtt://127.0.0.1:{free_port()}", "session_expiry_seconds": 600},
+        # Open broker (mqtt.auth false): tests publish as any device and start bridges with
+        # ids of their own. The locked-down stack has its own tests (test_e2e_lockdown.py).
+        "mqtt": {"url": f"mqtt://127.0.0.1:{free_port()}", "session_expiry_seconds": 600, "auth": False},
         "kafka": {"bootstrap": f"127.0.0.1:{kafka_port}"},
         "registry": str(root / "registry.yaml"),
+        "stack": {"home": str(root / "home"), "kafka_controller_port": free_port()},
+    }
+    path = root / "stack.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path, env={})
+    local.up(cfg)
+    try:
+        yield raw
+    finally:
+        local.down(cfg)
+
+
+@pytest.fixture(scope="session")
+def locked_stack(tmp_path_factory):
+    """A second stack, locked down as in production: Mosquitto with accounts, an ACL and
+    TLS only (mqtts://, the stack's own CA), Kafka with SASL/SCRAM and ACLs.
+
+    Modules bring it up again with their own configuration first (`up_locked`): `stack up`
+    is idempotent and syncs the MQTT accounts and the Kafka ACLs to that configuration.
+    """
+    root = tmp_path_factory.mktemp("locked-stack")
+    (root / "registry.yaml").write_text(yaml.safe_dump(test_registry()))
+    raw = {
+        "mqtt": {"url": f"mqtts://127.0.0.1:{free_port()}", "session_expiry_seconds": 600},  # auth: the default
+        "kafka": {"bootstrap": f"127.0.0.1:{free_port()}", "security_protocol": "SASL_PLAINTEXT"},
+        "registry": str(root / "registry.yaml"),
+        "bridge": {"client_id": "huxue-bridge-lock"},
         "stack": {"home": str(root / "home"), "kafka_controller_port": free_port()},
     }
     path = root / "stack.yaml"

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from pipeline import kafka_client
 from pipeline.config import Config, load_config
 from pipeline.mqtt_client import Publisher
 from pipeline.records import dumps, iso_utc, loads
 from pipeline.rules.incident import school_of
+from pipeline.stack import local
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,12 +124,12 @@ class Proc:
 class Collector:
     """Reads every partition of a topic from the beginning in a background thread."""
 
-    def __init__(self, bootstrap: str, topic: str):
+    def __init__(self, cfg: Config, topic: str, role: str = "admin"):
         self.topic = topic
         self.records: list[dict[str, Any]] = []
         self.raw: list[Any] = []
         self._stop = threading.Event()
-        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        self._consumer = kafka_client.consumer(cfg, role, group_id=None, enable_auto_commit=False)
         # A just-created topic reaches the client's metadata a moment later.
         ids = wait_for(lambda: self._consumer.partitions_for_topic(topic), 20, f"topic {topic} in metadata", interval=0.2)
         parts = [TopicPartition(topic, p) for p in sorted(ids)]
@@ -201,18 +202,18 @@ class Pipeline:
         self.cfg_path.write_text(yaml.safe_dump(self.raw_cfg))
         self.cfg: Config = load_config(self.cfg_path, env={})
         t = self.cfg.topics
-        kafka_client.ensure_topics(self.cfg.kafka.bootstrap, [*t.contract(), t.ticks], partitions)
+        kafka_client.ensure_topics(self.cfg, "admin", [*t.contract(), t.ticks], partitions)
         env = {k: v for k, v in os.environ.items() if not k.startswith("HUXUE_")}
         base = ["--config", str(self.cfg_path)]
         self.bridge = Proc("bridge", [*base, "bridge"], workdir / f"bridge-{tag}.log", env)
         self.worker = Proc("worker", [*base, "worker"], workdir / f"worker-{tag}.log", env)
-        self.events = Collector(self.cfg.kafka.bootstrap, t.events)
-        self.dlq = Collector(self.cfg.kafka.bootstrap, t.events_dlq)
-        self.alerts = Collector(self.cfg.kafka.bootstrap, t.alerts)
-        self.rejected = Collector(self.cfg.kafka.bootstrap, t.commands_dlq)
-        self.silences = Collector(self.cfg.kafka.bootstrap, t.silences)
-        self.publisher = Publisher(self.cfg.mqtt)
-        self.producer = kafka_client.producer(self.cfg.kafka.bootstrap)
+        self.events = Collector(self.cfg, t.events)
+        self.dlq = Collector(self.cfg, t.events_dlq)
+        self.alerts = Collector(self.cfg, t.alerts)
+        self.rejected = Collector(self.cfg, t.commands_dlq)
+        self.silences = Collector(self.cfg, t.silences)
+        self.publisher = Publisher(self.cfg)
+        self.producer = kafka_client.producer(self.cfg, "admin")
         self._n = 0
         self._published: list[str] = []  # event ids published, for sentinel()
 
@@ -299,8 +300,8 @@ class Pipeline:
         consumer group committed past it). Presses take priority lanes in the bridge and
         the worker, so a press published later may be processed before them."""
         self.wait_forwarded(timeout)
-        consumer = KafkaConsumer(bootstrap_servers=self.cfg.kafka.bootstrap, group_id=None, enable_auto_commit=False)
-        admin = kafka_client.admin(self.cfg.kafka.bootstrap)
+        consumer = kafka_client.consumer(self.cfg, "admin", group_id=None, enable_auto_commit=False)
+        admin = kafka_client.admin(self.cfg, "admin")
         try:
             parts = [TopicPartition(self.cfg.topics.events, p) for p in consumer.partitions_for_topic(self.cfg.topics.events)]
             ends = {tp: n for tp, n in consumer.end_offsets(parts).items() if n}
@@ -316,7 +317,7 @@ class Pipeline:
 
     def committed(self, topic: str) -> dict[TopicPartition, int]:
         """The worker group's committed offsets on `topic`."""
-        admin = kafka_client.admin(self.cfg.kafka.bootstrap)
+        admin = kafka_client.admin(self.cfg, "admin")
         try:
             done = admin.list_group_offsets(self.cfg.worker.app_id).get(self.cfg.worker.app_id, {})
             return {tp: meta.offset for tp, meta in done.items() if tp.topic == topic}
@@ -413,3 +414,13 @@ def kcat_command(bootstrap: str, topic: str, key: str | None, value: bytes, time
     err = result.stderr.decode(errors="replace")
     if result.returncode != 0 or "failed" in err.lower() or "error" in err.lower():
         raise RuntimeError(f"kcat -P exited {result.returncode}: {err.strip()[-500:]}")
+
+
+def up_locked(locked_raw: dict, root: Path, **overrides) -> tuple[dict, Config, Path]:
+    """The locked stack's configuration with `overrides` (top-level keys), brought up for it."""
+    raw = {**locked_raw, **overrides}
+    path = root / "locked.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path, env={})
+    local.up(cfg)
+    return raw, cfg, path

@@ -63,9 +63,10 @@ class Interrupted(Exception):
 class Lane:
     """One MQTT session of the bridge: its client, in-order acker and subscriptions."""
 
-    def __init__(self, name: str, client, subscriptions: list[str], receive_maximum: int):
+    def __init__(self, name: str, client, client_id: str, subscriptions: list[str], receive_maximum: int):
         self.name = name
         self.client = client
+        self.client_id = client_id  # also its MQTT account (mqtt_auth.bridge_accounts)
         self.subscriptions = subscriptions
         self.receive_maximum = receive_maximum
         self.acker = InOrderAcker(client.ack)
@@ -110,8 +111,8 @@ class Bridge:
         self.failed = 0
 
     def _lane(self, name: str, client_id: str, subscriptions: list[str], receive_maximum: int) -> Lane:
-        client = mqtt_client.new_client(self.cfg.mqtt, client_id, manual_ack=True)
-        lane = Lane(name, client, subscriptions, receive_maximum)
+        client = mqtt_client.new_client(self.cfg, client_id, account=None, manual_ack=True)  # logs in as client_id in run()
+        lane = Lane(name, client, client_id, subscriptions, receive_maximum)
         client.user_data_set(lane)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -131,6 +132,8 @@ class Bridge:
 
     def run(self, stop: threading.Event) -> int:
         """Until `stop`: exit code 0, or EXIT_THREAD_DIED when a thread it needs died."""
+        for lane in self.lanes:  # missing credentials: one clear error before anything starts
+            mqtt_client.log_in(lane.client, self.cfg, lane.client_id)
         threading.Thread(target=self._watchdog, args=(stop,), daemon=True, name="bridge-watchdog").start()
         try:
             return self._run(stop)
@@ -236,11 +239,11 @@ class Bridge:
 
     def _connect_kafka(self, stop: threading.Event):
         def connect():
-            kafka_client.ensure_topics(self.cfg.kafka.bootstrap, [self.topics.events, self.topics.urgent, self.topics.events_dlq], self.cfg.kafka.partitions, self.cfg.kafka.replication_factor)
+            kafka_client.ensure_topics(self.cfg, "bridge", [self.topics.events, self.topics.urgent, self.topics.events_dlq], self.cfg.kafka.partitions, self.cfg.kafka.replication_factor)
             made = []
             try:
                 for topics, linger in (((self.topics.events, self.topics.events_dlq), BULK_LINGER_MS), ((self.topics.urgent,), 0)):
-                    made.append(kafka_client.producer(self.cfg.kafka.bootstrap, linger_ms=linger))
+                    made.append(kafka_client.producer(self.cfg, "bridge", linger_ms=linger))
                     for topic in topics:
                         made[-1].partitions_for(topic)  # metadata now, so send() never waits for it
             except Exception:
@@ -296,7 +299,7 @@ class Bridge:
         while not stop.is_set():
             try:
                 if self._flush(stop):
-                    self._interruptible(stop, lambda: kafka_client.wait_for_kafka(self.cfg.kafka.bootstrap, timeout=5))
+                    self._interruptible(stop, lambda: kafka_client.wait_for_kafka(self.cfg, "bridge", timeout=5))
                     break
             except Interrupted:
                 break

@@ -9,6 +9,7 @@ on with the next one.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import logging
 import time
@@ -16,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pipeline import mqtt_auth
 from pipeline.config import Config
 from pipeline.ingest import native, shape
 from pipeline.ingest.adapters.frigate import Frigate
@@ -139,6 +141,8 @@ class Router:
         as an urgent copy first, which the worker reads without waiting behind telemetry)."""
         if isinstance(result, Rejection):
             return [self.dlq(result, topic, payload, received_at)]
+        if self.cfg.mqtt.auth:
+            result = dataclasses.replace(result, mqtt_account=mqtt_auth.account_of_topic(self.cfg, topic))
         try:
             value = dumps(result.to_dict())
         except Exception as exc:  # noqa: BLE001 - orjson refused it (shape limits should have caught it)

@@ -6,8 +6,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
+from pipeline import kafka_client
+from pipeline.config import Config
 from pipeline.records import loads, parse_ts
 from pipeline.registry import Registry
 
@@ -35,9 +37,9 @@ def format_line(alert: dict, registry: Registry | None = None) -> str:
     )
 
 
-def follow(bootstrap: str, topic: str, *, from_beginning: bool, poll_s: float = 0.5) -> Iterator[dict | None]:
+def follow(cfg: Config, topic: str, *, from_beginning: bool, poll_s: float = 0.5, role: str = "operator") -> Iterator[dict | None]:
     """Yield decoded records of `topic` forever; None on each idle poll (lets callers stop)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = kafka_client.consumer(cfg, role, group_id=None, enable_auto_commit=False)
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(parts)

@@ -46,11 +46,11 @@ def send(cfg: Config, cmd: Command, wait_s: float = 10.0) -> Outcome:
     """Produce the command (key = school), then watch alerts and rejections for its id."""
     topics = cfg.topics
     sources = (("alert", topics.alerts), ("rejected", topics.commands_dlq), ("silence", topics.silences))
-    watchers = [follow(cfg.kafka.bootstrap, t, from_beginning=False) for _, t in sources] if wait_s > 0 else []
+    watchers = [follow(cfg, t, from_beginning=False) for _, t in sources] if wait_s > 0 else []
     try:
         for w in watchers:
             next(w)  # positioned at the end before we send
-        producer = kafka_client.producer(cfg.kafka.bootstrap)
+        producer = kafka_client.producer(cfg, "operator")
         producer.send(topics.commands, key=cmd.school_id, value=dumps(cmd.to_dict())).get(timeout=30)
         producer.close()
         if not watchers:

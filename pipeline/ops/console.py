@@ -414,6 +414,7 @@ def accounts_from(cfg: Config) -> Accounts:
 def run(cfg: Config, registry: Registry) -> None:
     """Serve the console until SIGINT/SIGTERM, recording from Kafka in a thread."""
     from pipeline import kafka_client
+    from pipeline.ops import recorder
     from pipeline.ops.recorder import Recorder
     from pipeline.records import dumps
 
@@ -426,8 +427,9 @@ def run(cfg: Config, registry: Registry) -> None:
         except (ssl.SSLError, OSError) as exc:
             raise ConfigError(f"console TLS: cannot use {tls[0]} / {tls[1]}: {exc}") from exc
     store = Store(cfg.store_url)
-    kafka_client.ensure_topics(cfg.kafka.bootstrap, cfg.topics.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor)
-    producer = kafka_client.producer(cfg.kafka.bootstrap)
+    # the topics it reads and writes (with Kafka ACLs the operator account sees no others)
+    kafka_client.ensure_topics(cfg, "operator", list(recorder.kinds(cfg)), cfg.kafka.partitions, cfg.kafka.replication_factor)
+    producer = kafka_client.producer(cfg, "operator")
 
     def send(cmd: Command) -> None:
         producer.send(cfg.topics.commands, key=cmd.school_id, value=dumps(cmd.to_dict())).get(timeout=30)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from pipeline import metrics
+from pipeline import kafka_client, metrics
 from pipeline.config import Config
 from pipeline.ops.store import Change, Record, Store
 from pipeline.records import loads
@@ -49,7 +49,7 @@ class Recorder:
                 delay = min(delay * 2, 30.0)
 
     def _consume(self, stop: threading.Event) -> None:
-        consumer = KafkaConsumer(bootstrap_servers=self.cfg.kafka.bootstrap, group_id=None, enable_auto_commit=False, max_poll_records=1000)
+        consumer = kafka_client.consumer(self.cfg, "operator", group_id=None, enable_auto_commit=False, max_poll_records=1000)
         try:
             parts = [TopicPartition(t, p) for t in self.kinds for p in sorted(consumer.partitions_for_topic(t) or [])]
             consumer.assign(parts)

@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 
 from pipeline.config import Config
+from pipeline.credentials import write_private
+from pipeline.stack import kafka_auth
 from pipeline.stack.process import Service
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -127,8 +129,12 @@ def write_config(cfg: Config) -> Path:
         "log.cleaner.dedupe.buffer.size": "33554432",
         "log.segment.bytes": "16777216",
     }
+    if kafka_auth.enabled(cfg):
+        kafka_auth.check_supported(cfg)
+        props.update(kafka_auth.server_properties(cfg, host, broker, controller))
     path = conf_dir / "server.properties"
-    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    # 0600: with SASL it holds the admin password
+    write_private(path, "".join(f"{k}={v}\n" for k, v in props.items()).encode())
     (conf_dir / "log4j2.properties").write_text(LOG4J2)
     return path
 
@@ -158,10 +164,35 @@ def java_argv(cfg: Config, lib: Path, main: list[str]) -> list[str]:
 
 
 def format_storage(cfg: Config, lib: Path, server_props: Path) -> None:
-    cmd = java_argv(cfg, lib, ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id(cfg)}", "-c", str(server_props), "--ignore-formatted"])
+    data = cfg.home / "data" / "kafka"
+    marker = cfg.home / "kafka" / "scram-users"  # the data dir was formatted with the SCRAM users
+    formatted = (data / "meta.properties").exists()
+    sasl = kafka_auth.enabled(cfg)
+    if sasl and formatted and not marker.exists():
+        raise RuntimeError(
+            f"the Kafka data in {data} was formatted without SASL accounts: `huxue stack down`, delete it "
+            "(or use a new HUXUE_HOME) and `huxue stack up` again"
+        )
+    scram = kafka_auth.format_args(cfg) if sasl and not formatted else []
+    cmd = java_argv(cfg, lib, ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id(cfg)}", "-c", str(server_props), "--ignore-formatted", *scram])
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"formatting Kafka storage failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    if scram:
+        marker.write_text("admin and the component accounts were added by StorageTool --add-scram\n")
+
+
+def check_running_protocol(cfg: Config) -> None:
+    """A running broker keeps the listener it started with: changing kafka.security_protocol needs a restart."""
+    try:
+        text = (cfg.home / "kafka" / "server.properties").read_text()
+    except OSError:
+        return
+    running = "SASL_PLAINTEXT" if "advertised.listeners=SASL_PLAINTEXT://" in text else "PLAINTEXT"
+    if running != cfg.kafka.security_protocol:
+        raise RuntimeError(
+            f"the running Kafka serves {running}, the config asks for {cfg.kafka.security_protocol}: `huxue stack down` first"
+        )
 
 
 def start(cfg: Config, say=print) -> Service:

@@ -13,7 +13,7 @@ import time
 from pipeline import kafka_client
 from pipeline.config import Config
 from pipeline.mqtt_client import wait_for_mqtt
-from pipeline.stack import kafka_server, mosquitto_server
+from pipeline.stack import kafka_auth, kafka_server, mosquitto_server
 from pipeline.stack.process import Service
 
 READY_TIMEOUT = 90.0
@@ -33,6 +33,8 @@ def up(cfg: Config, say=print) -> None:
     Idempotent: a second `up` finds both running and only re-checks the topics.
     """
     cfg.home.mkdir(parents=True, exist_ok=True)
+    if kafka_auth.enabled(cfg):
+        kafka_auth.check_supported(cfg)
     started: list[Service] = []
     mq = mosquitto_server.service(cfg)
     if mq.pid() is None:
@@ -43,6 +45,8 @@ def up(cfg: Config, say=print) -> None:
         started.append(mq)
     else:
         say(f"Mosquitto already running (pid {mq.pid()})")
+        if mosquitto_server.sync_accounts(cfg, say) and mosquitto_server.reload(cfg):
+            say("MQTT accounts changed: Mosquitto reloaded its password file and ACL")
     kf = kafka_server.service(cfg)
     host, port, _ = kafka_server.ports(cfg)
     if kf.pid() is None:
@@ -53,11 +57,12 @@ def up(cfg: Config, say=print) -> None:
         started.append(kf)
     else:
         say(f"Kafka already running (pid {kf.pid()})")
+        kafka_server.check_running_protocol(cfg)
 
     t0 = time.monotonic()
     try:
-        wait_for_mqtt(cfg.mqtt, READY_TIMEOUT, alive=lambda: mq.pid() is not None)
-        kafka_client.wait_for_kafka(cfg.kafka.bootstrap, READY_TIMEOUT, alive=lambda: kf.pid() is not None)
+        wait_for_mqtt(cfg, READY_TIMEOUT, alive=lambda: mq.pid() is not None)
+        kafka_client.wait_for_kafka(cfg, "admin", READY_TIMEOUT, alive=lambda: kf.pid() is not None)
     except (RuntimeError, TimeoutError) as exc:
         for svc in (mq, kf):
             if svc in started:
@@ -65,8 +70,10 @@ def up(cfg: Config, say=print) -> None:
         raise RuntimeError(f"stack did not become ready: {exc}") from exc
     if started:
         say(f"brokers ready in {time.monotonic() - t0:.1f} s")
+    if kafka_auth.enabled(cfg):
+        kafka_auth.apply(cfg, say)  # component accounts and their ACLs, idempotent
     created = kafka_client.ensure_topics(
-        cfg.kafka.bootstrap, cfg.topics.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor
+        cfg, "admin", cfg.topics.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor
     )
     say(f"topics: {', '.join(cfg.topics.contract())} ({cfg.kafka.partitions} partitions; created {len(created)})")
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
+from pipeline import mqtt_auth
 from pipeline.config import Config
+from pipeline.registry import load_registry
+from pipeline.stack import tls
 from pipeline.stack.process import Service
 
 
@@ -60,16 +64,48 @@ def write_config(cfg: Config) -> Path:
         "log_type notice",
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",
         f"listener {cfg.mqtt.port} {cfg.mqtt.host}",
-        "# local development broker on loopback; production uses passwords and ACLs (README)",
-        "allow_anonymous true",
     ]
+    if cfg.mqtt.tls:  # mqtts:// URL: this listener speaks TLS only, with the local CA's certificate
+        _, crt, key = tls.ensure(cfg.home, cfg.mqtt.host)
+        lines += [f"certfile {crt}", f"keyfile {key}", "tls_version tlsv1.2"]
+    if cfg.mqtt.auth:
+        passwd, acl = mqtt_auth.files(cfg)
+        lines += [
+            "allow_anonymous false",
+            f"password_file {passwd}",
+            f"acl_file {acl}",
+            "# a client's id is its account name: no account can take over another's session",
+            "use_username_as_clientid true",
+        ]
+    else:
+        lines += ["# mqtt.auth is false: any client that reaches this port may publish as any device", "allow_anonymous true"]
     path = conf_dir / "mosquitto.conf"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
+def sync_accounts(cfg: Config, say=print) -> bool:
+    """Password file and ACL from the registry (mqtt.auth); True if they changed."""
+    if not cfg.mqtt.auth:
+        return False
+    result = mqtt_auth.sync(cfg, load_registry(cfg.registry_path))
+    if result.added or result.removed:
+        say(f"MQTT accounts: {len(result.accounts)} ({len(result.added)} new, {len(result.removed)} removed; passwords in {cfg.home / 'secrets'})")
+    return result.changed
+
+
+def reload(cfg: Config) -> bool:
+    """SIGHUP: Mosquitto re-reads the password file and ACL; connected clients stay."""
+    pid = service(cfg).pid()
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGHUP)
+    return True
+
+
 def start(cfg: Config, say=print) -> Service:
     svc = service(cfg)
     exe = ensure_installed(say)
+    sync_accounts(cfg, say)
     svc.start([exe, "-c", str(write_config(cfg))], cwd=cfg.home)
     return svc

@@ -111,7 +111,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
         schools_by_partition.setdefault(kafka_client.partition_for(school_id, n), []).append(school_id)
     app = faust.App(
         cfg.worker.app_id,
-        broker=[f"kafka://{h}" for h in cfg.kafka.bootstrap.split(",")],
+        **kafka_client.faust_settings(cfg, "worker"),  # broker (and SASL credentials)
         store=cfg.worker.store,
         datadir=str(cfg.worker_datadir),
         topic_partitions=n,
@@ -428,12 +428,12 @@ class Worker(faust.Worker):
 
 def run(cfg: Config, registry: Registry) -> None:
     t = cfg.topics
-    kafka_client.ensure_topics(cfg.kafka.bootstrap, t.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor)
-    kafka_client.ensure_topics(cfg.kafka.bootstrap, [t.ticks], cfg.kafka.partitions, cfg.kafka.replication_factor, configs={"retention.ms": TICK_RETENTION_MS})
+    kafka_client.ensure_topics(cfg, "worker", t.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor)
+    kafka_client.ensure_topics(cfg, "worker", [t.ticks], cfg.kafka.partitions, cfg.kafka.replication_factor, configs={"retention.ms": TICK_RETENTION_MS})
     # The tables' changelogs too, before Faust starts: when Faust created them itself, its
     # first metadata could still miss one ("Ignoring missing topic"), and every write to that
     # table then failed (PartitionsMismatch) while the worker reported ready.
-    kafka_client.ensure_topics(cfg.kafka.bootstrap, t.changelogs, cfg.kafka.partitions, cfg.kafka.replication_factor, configs={"cleanup.policy": "compact"})
+    kafka_client.ensure_topics(cfg, "worker", t.changelogs, cfg.kafka.partitions, cfg.kafka.replication_factor, configs={"cleanup.policy": "compact"})
     cfg.worker_datadir.mkdir(parents=True, exist_ok=True)
     metrics.serve(cfg.worker.metrics_port)
     shutdown = Shutdown(cfg.stack.stop_timeout_seconds)

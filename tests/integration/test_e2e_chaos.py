@@ -78,7 +78,7 @@ class Background(threading.Thread):
     def __init__(self, p: Pipeline, schools: list[str], rate: float, rng: random.Random, tag: str):
         super().__init__(daemon=True, name=f"background-{tag}")
         self.p, self.schools, self.rate, self.rng, self.tag = p, schools, rate, rng, tag
-        self.pub = Publisher(p.cfg.mqtt)
+        self.pub = Publisher(p.cfg)
         self.sent: list[tuple[str, Any]] = []
         self.stop = threading.Event()
 
@@ -128,7 +128,7 @@ class Driver:
 
     def __init__(self, p: Pipeline, schools: list[str], rng: random.Random, max_incidents: int):
         self.p, self.schools, self.rng, self.max_incidents = p, schools, rng, max_incidents
-        self.pub = Publisher(p.cfg.mqtt)
+        self.pub = Publisher(p.cfg)
         self.pub_lock = threading.Lock()
         self.lock = threading.Lock()
         self.commands: list[dict[str, Any]] = []  # what was sent, and how
@@ -401,7 +401,7 @@ def stack_config(stack, workdir):
 
 def chaos_pipeline(stack, workdir) -> tuple[Pipeline, Collector]:
     p = Pipeline(stack, workdir, escalation=ESCALATION, partitions=PARTITIONS, rules=QUIET_RULES)
-    return p, Collector(p.cfg.kafka.bootstrap, p.cfg.topics.commands)
+    return p, Collector(p.cfg, p.cfg.topics.commands)
 
 
 def test_worker_killed_five_times_while_incidents_are_worked_with_huxue_and_kcat_commands(stack, workdir):
@@ -446,7 +446,7 @@ def test_bridge_killed_twice_during_2000_qos1_events(stack, workdir):
         bg = Background(p, schools + [f"t{i}" for i in range(47, 53)], 60, random.Random(rng.random()), "b")
         bg.start()
         driver = Driver(p, schools, random.Random(rng.random()), max_incidents=2).start()
-        stream_pub = Publisher(p.cfg.mqtt)
+        stream_pub = Publisher(p.cfg)
         ids = [f"burst-{i}-{uuid.uuid4().hex[:6]}" for i in range(2000)]
         infos = []
 
@@ -502,7 +502,7 @@ def test_mosquitto_and_kafka_restarted_once_each_under_traffic(stack, workdir):
         broker = mosquitto_server.service(cfg)
         assert broker.stop(30) == "stopped"
         mosquitto_server.start(cfg)
-        wait_for_mqtt(cfg.mqtt, 30)
+        wait_for_mqtt(cfg, 30)
         restarts["mosquitto"] += 1
         restarts["mosquitto_restarted_at"] = iso_utc(time.time())[11:23]
         wait_for(lambda: p.bridge.output().count("mqtt connected") >= 2, 60, "the bridge to reconnect to Mosquitto")
@@ -510,7 +510,7 @@ def test_mosquitto_and_kafka_restarted_once_each_under_traffic(stack, workdir):
         kafka = kafka_server.service(cfg)
         assert kafka.stop(30) == "stopped"
         kafka_server.start(cfg)
-        kafka_client.wait_for_kafka(cfg.kafka.bootstrap, 90)
+        kafka_client.wait_for_kafka(cfg, "admin", 90)
         restarts["kafka"] += 1
         restarts["kafka_restarted_at"] = iso_utc(time.time())[11:23]
         driver.enough.set()
@@ -523,8 +523,8 @@ def test_mosquitto_and_kafka_restarted_once_each_under_traffic(stack, workdir):
         if bg is not None and bg.is_alive():
             bg.stop.set()
         try:
-            kafka_client.wait_for_kafka(cfg.kafka.bootstrap, 90)
-            wait_for_mqtt(cfg.mqtt, 30)
+            kafka_client.wait_for_kafka(cfg, "admin", 90)
+            wait_for_mqtt(cfg, 30)
         finally:
             commands_topic.close()
             p.close()

@@ -1,4 +1,5 @@
-"""`huxue demo` end to end on the session's brokers: the README's first command really works."""
+"""`huxue demo` end to end: the README's first command really works, on the locked stack
+(MQTT accounts and TLS, Kafka SASL/SCRAM and ACLs), as a city would run it."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from harness import REPO, free_port
 pytestmark = pytest.mark.integration
 
 
-def test_demo_plays_the_scenario_and_cleans_up(stack, workdir):
+def test_demo_plays_the_scenario_and_cleans_up(locked_stack, workdir):
     demo = yaml.safe_load((REPO / "pipeline" / "data" / "demo.yaml").read_text())
+    stack = locked_stack
     cfg = {**demo, "mqtt": stack["mqtt"], "kafka": stack["kafka"], "stack": stack["stack"], "registry": str(REPO / "pipeline" / "data" / "registry.yaml"),
            "console": {**demo["console"], "port": free_port(), "store": f"sqlite:///{workdir / 'demo-history.sqlite3'}"},
            "bridge": {"metrics_port": 0}, "worker": {"metrics_port": 0}}

@@ -15,6 +15,7 @@ import uuid
 import pytest
 
 from harness import Pipeline, kcat_command, kcat_partition
+from pipeline import kafka_client
 from pipeline.kafka_client import partition_for
 from pipeline.records import dumps, iso_utc
 
@@ -91,9 +92,9 @@ def test_events_placed_by_a_foreign_producer_open_and_join_at_the_school(pipe):
 
 
 def _commands_raw(pipe: Pipeline) -> list:
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=pipe.cfg.kafka.bootstrap, group_id=None, enable_auto_commit=False, consumer_timeout_ms=3000)
+    consumer = kafka_client.consumer(pipe.cfg, "admin", group_id=None, enable_auto_commit=False, consumer_timeout_ms=3000)
     try:
         parts = [TopicPartition(pipe.cfg.topics.commands, p) for p in range(PARTITIONS)]
         consumer.assign(parts)

@@ -24,7 +24,7 @@ LIMIT = 3000
 def pipe(stack, tmp_path_factory):
     rules = {**QUIET_RULES, "video_behaviour": {"enabled": True}}
     p = Pipeline(stack, tmp_path_factory.mktemp("unsendable"), rules=rules, escalation=(30, 60, 90))
-    admin = kafka_client.admin(p.cfg.kafka.bootstrap)
+    admin = kafka_client.admin(p.cfg, "admin")
     try:
         admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, p.cfg.topics.alerts, configs={"max.message.bytes": str(LIMIT)})])
     finally:

@@ -29,7 +29,7 @@ def pipe(stack, tmp_path_factory):
 
 
 def test_a_press_goes_through_the_urgent_topic_and_opens_its_incident_once(pipe):
-    urgent = Collector(pipe.cfg.kafka.bootstrap, pipe.cfg.topics.urgent)
+    urgent = Collector(pipe.cfg, pipe.cfg.topics.urgent)
     try:
         press = pipe.press("t20-btn-1")
         urgent.wait(lambda rs: [r for r in rs if r["event_id"] == press["event_id"]], 20, "the press on the urgent topic")

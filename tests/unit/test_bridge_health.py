@@ -11,7 +11,7 @@ import pytest
 from kafka.errors import KafkaTimeoutError
 
 from pipeline import cli
-from pipeline.config import BridgeConfig, Config, ConfigError, StackConfig, load_config
+from pipeline.config import BridgeConfig, Config, ConfigError, MqttConfig, StackConfig, load_config
 from pipeline.ingest import bridge as bridge_mod
 from pipeline.ingest.bridge import EXIT_THREAD_DIED, Bridge
 from unit_helpers import build_registry
@@ -20,7 +20,7 @@ REG = build_registry()
 
 
 def cfg(stop_timeout: float = 5) -> Config:
-    return Config(bridge=BridgeConfig(metrics_port=0), stack=StackConfig(stop_timeout_seconds=stop_timeout))
+    return Config(mqtt=MqttConfig(auth=False), bridge=BridgeConfig(metrics_port=0), stack=StackConfig(stop_timeout_seconds=stop_timeout))
 
 
 def finished_thread() -> threading.Thread:

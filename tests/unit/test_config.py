@@ -311,3 +311,49 @@ def test_console_tls_needs_both_files_and_they_must_exist(tmp_path):
     cfg = load_config(write(tmp_path, "console: {tls_cert: cert.pem, tls_key: key.pem}\n"), env={})
     assert cfg.console_tls() == ((tmp_path / "cert.pem").resolve(), (tmp_path / "key.pem").resolve()), "relative to the configuration file"
     assert load_config(write(tmp_path, "console: {}\n"), env={}).console_tls() is None
+
+
+# --- kafka client security ----------------------------------------------------------------------
+
+
+def test_kafka_security_defaults_to_plaintext(tmp_path):
+    k = load_config(write(tmp_path, ""), env={}).kafka
+    assert (k.security_protocol, k.sasl_mechanism, k.username, k.password_env, k.password_file, k.ca_file) == ("PLAINTEXT", "SCRAM-SHA-512", "", "", "", "")
+
+
+def test_kafka_sasl_with_the_stack_accounts(tmp_path):
+    cfg = load_config(write(tmp_path, "kafka:\n  security_protocol: SASL_PLAINTEXT\n"), env={})
+    assert cfg.kafka.security_protocol == "SASL_PLAINTEXT" and cfg.kafka.username == ""
+
+
+def test_kafka_password_file_is_relative_to_the_config(tmp_path):
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "kafka.pw").write_text("s3cret\n")
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    text = "kafka:\n  security_protocol: SASL_SSL\n  username: huxue\n  password_file: secrets/kafka.pw\n  ca_file: ca.pem\n"
+    cfg = load_config(write(tmp_path, text), env={})
+    assert cfg.kafka_path("password_file") == (tmp_path / "secrets" / "kafka.pw").resolve()
+    assert cfg.kafka_path("ca_file") == (tmp_path / "ca.pem").resolve()
+
+
+@pytest.mark.parametrize(
+    "kafka, message",
+    [
+        ("security_protocol: SSL", "kafka.security_protocol must be one of PLAINTEXT, SASL_PLAINTEXT, SASL_SSL"),
+        ("security_protocol: SASL_PLAINTEXT\n  sasl_mechanism: PLAIN", "kafka.sasl_mechanism must be one of"),
+        ("username: huxue\n  password_env: PW", "kafka.username needs kafka.security_protocol SASL_PLAINTEXT or SASL_SSL"),
+        ("password_env: PW", "kafka.password_env needs kafka.security_protocol"),
+        ("ca_file: ca.pem", "kafka.ca_file needs kafka.security_protocol"),
+        ("security_protocol: SASL_PLAINTEXT\n  username: huxue", "exactly one of kafka.password_env"),
+        ("security_protocol: SASL_PLAINTEXT\n  username: huxue\n  password_env: PW\n  password_file: pw", "exactly one of kafka.password_env"),
+        ("security_protocol: SASL_PLAINTEXT\n  password_env: PW", "need kafka.username"),
+        ("security_protocol: SASL_PLAINTEXT\n  username: huxue\n  password_env: PW\n  ca_file: ca.pem", "kafka.ca_file needs kafka.security_protocol SASL_SSL"),
+        ("security_protocol: SASL_PLAINTEXT\n  username: huxue\n  password_file: missing.pw", "kafka.password_file .*missing.pw not found"),
+        ("security_protocol: SASL_SSL\n  ca_file: missing.pem", "kafka.ca_file .*missing.pem not found"),
+        ("password: hunter2", "unknown key.*password"),  # a password never goes in the file
+    ],
+)
+def test_kafka_security_combinations_are_checked(tmp_path, kafka, message):
+    with pytest.raises(ConfigError, match=message) as exc:
+        load_config(write(tmp_path, f"kafka:\n  {kafka}\n"), env={})
+    assert "\n" not in str(exc.value)  # one line
