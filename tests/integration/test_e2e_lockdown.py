@@ -71,6 +71,26 @@ def connect(cfg, username: str | None, password: str | None, client_id: str = ""
     return answer[0] if answer else "no answer"
 
 
+class Held:
+    """A connection kept open (no reconnect): `dropped` is set when the broker ends it."""
+
+    def __init__(self, cfg, username: str, password: str):
+        self.dropped = threading.Event()
+        connected = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=username, protocol=mqtt.MQTTv5, reconnect_on_failure=False)
+        self.client.username_pw_set(username, password)
+        self.client.tls_set(ca_certs=str(cfg.mqtt_ca_file()))
+        self.client.on_connect = lambda c, u, f, rc, p: connected.set()
+        self.client.on_disconnect = lambda c, u, f, rc, p: self.dropped.set()
+        self.client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=30)
+        self.client.loop_start()
+        assert connected.wait(10) and self.client.is_connected()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 def cli(cfg_path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUXUE_")}
     return subprocess.run([sys.executable, "-m", "pipeline.cli", "--config", str(cfg_path), *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
@@ -146,12 +166,15 @@ def test_rotate_issues_a_new_password_and_keeps_other_clients(pipe, locked):
     _, cfg, cfg_path = locked
     old = mqtt_auth.credentials_of(cfg, _registry(cfg), "t04-btn-1").password
     before = pipe.bridge.output().count("mqtt disconnected")
+    lost = Held(cfg, "t04-btn-1", old)  # a lost device, still connected with the old password
     result = cli(cfg_path, "devices", "rotate", "t04-btn-1")
     assert result.returncode == 0 and "Mosquitto reloaded" in result.stdout, result.stdout + result.stderr
     shown = cli(cfg_path, "devices", "credentials", "t04-btn-1", "--json")
     new = yaml.safe_load(shown.stdout)["password"]
     assert new != old
-    wait_for(lambda: connect(cfg, "t04-btn-1", old) != "ok", 10, "the old password to be refused")
+    wait_for(lambda: lost.dropped.is_set(), 10, "the reload to drop the connection made with the old password")
+    lost.close()
+    assert connect(cfg, "t04-btn-1", old) == "Not authorized"
     assert connect(cfg, "t04-btn-1", new) == "ok"
     pipe.wait_flowing()
     assert pipe.bridge.output().count("mqtt disconnected") == before
@@ -183,15 +206,18 @@ def test_sync_follows_the_registry(locked):
     reg["devices"] = [d for d in reg["devices"] if d["id"] != "t03-cam-1"] + [{"id": "t03-fence-9", "school": "t03", "kind": "fence", "zone": "gate"}]
     keep = mqtt_auth.credentials_of(cfg, _registry(cfg), "t03-btn-1").password
     removed = mqtt_auth.credentials_of(cfg, _registry(cfg), "t03-cam-1").password
+    gone = Held(cfg, "t03-cam-1", removed)
     try:
         reg_path.write_text(yaml.safe_dump(reg))
         result = cli(cfg_path, "devices", "sync")
         assert result.returncode == 0 and "Mosquitto reloaded" in result.stdout, result.stdout + result.stderr
         added = credentials.Store(cfg.home, "mqtt").password("t03-fence-9")
         wait_for(lambda: connect(cfg, "t03-fence-9", added) == "ok", 10, "the new device to be let in")
-        wait_for(lambda: connect(cfg, "t03-cam-1", removed) != "ok", 10, "the removed device to be refused")
+        wait_for(lambda: gone.dropped.is_set(), 10, "the removed device's connection to be dropped")
+        assert connect(cfg, "t03-cam-1", removed) == "Not authorized"
         assert connect(cfg, "t03-btn-1", keep) == "ok"  # existing passwords are kept
     finally:
+        gone.close()
         reg_path.write_text(original)
         cli(cfg_path, "devices", "sync")
 
