@@ -33,6 +33,8 @@ def cmd_stack(args) -> int:
         for r in rows:
             pid = r["pid"] or "-"
             print(f"{r['service']:<10} {r['state']:<8} pid={pid:<8} {r['address']:<22} log={r['log']}")
+        sec = local.security(cfg)
+        print(f"{'security':<10} mqtt: {sec['mqtt']}; kafka: {sec['kafka']}")
         brokers = [r for r in rows if r["service"] in ("mosquitto", "kafka")]
         from pipeline import metrics
 

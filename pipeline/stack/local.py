@@ -40,7 +40,7 @@ def up(cfg: Config, say=print) -> None:
     if mq.pid() is None:
         if _port_open(cfg.mqtt.host, cfg.mqtt.port):
             raise RuntimeError(f"port {cfg.mqtt.port} is taken by another process; set mqtt.url to a free port")
-        say(f"starting Mosquitto on {cfg.mqtt.host}:{cfg.mqtt.port} (log: {mq.logfile})")
+        say(f"starting Mosquitto on {cfg.mqtt.host}:{cfg.mqtt.port}, {security(cfg)['mqtt']} (log: {mq.logfile})")
         mosquitto_server.start(cfg, say)
         started.append(mq)
     else:
@@ -76,6 +76,16 @@ def up(cfg: Config, say=print) -> None:
         cfg, "admin", cfg.topics.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor
     )
     say(f"topics: {', '.join(cfg.topics.contract())} ({cfg.kafka.partitions} partitions; created {len(created)})")
+
+
+def security(cfg: Config) -> dict[str, str]:
+    """How each broker is locked, in words (stack up, stack status)."""
+    tls = "TLS" if cfg.mqtt.tls else "plaintext"
+    mqtt = f"{tls}, accounts and ACL from the registry" if cfg.mqtt.auth else f"{tls}, anonymous (mqtt.auth false)"
+    if cfg.mqtt.auth and not cfg.mqtt.tool_accounts:
+        mqtt += ", no tool accounts"
+    kafka = cfg.kafka.security_protocol + (f" ({cfg.kafka.sasl_mechanism}, ACLs)" if cfg.kafka.security_protocol != "PLAINTEXT" else ", no authentication")
+    return {"mqtt": mqtt, "kafka": kafka}
 
 
 def components(cfg: Config) -> list[Service]:

@@ -180,6 +180,13 @@ def test_rotate_issues_a_new_password_and_keeps_other_clients(pipe, locked):
     assert pipe.bridge.output().count("mqtt disconnected") == before
 
 
+def test_stack_status_says_how_the_brokers_are_locked(locked):
+    _, _, cfg_path = locked
+    result = cli(cfg_path, "stack", "status")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "security   mqtt: TLS, accounts and ACL from the registry; kafka: SASL_PLAINTEXT (SCRAM-SHA-512, ACLs)" in result.stdout
+
+
 def test_credentials_cli_errors_are_one_line(locked):
     _, _, cfg_path = locked
     unknown = cli(cfg_path, "devices", "credentials", "no-such-device")
