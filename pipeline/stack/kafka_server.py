@@ -174,8 +174,16 @@ def format_storage(cfg: Config, lib: Path, server_props: Path) -> None:
             "(or use a new HUXUE_HOME) and `huxue stack up` again"
         )
     scram = kafka_auth.format_args(cfg) if sasl and not formatted else []
-    cmd = java_argv(cfg, lib, ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id(cfg)}", "-c", str(server_props), "--ignore-formatted", *scram])
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    args = ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id(cfg)}", "-c", str(server_props), "--ignore-formatted", *scram]
+    # The passwords go in a 0600 argument file that the java launcher expands, not on the
+    # command line, where `ps` would show them to every local user.
+    argfile = cfg.home / "kafka" / "format.args"
+    quoted = (a.replace("\\", "\\\\").replace('"', '\\"') for a in args)  # the launcher's quoting rules
+    write_private(argfile, "".join(f'"{a}"\n' for a in quoted).encode())
+    try:
+        result = subprocess.run(java_argv(cfg, lib, [f"@{argfile}"]), capture_output=True, text=True)
+    finally:
+        argfile.unlink(missing_ok=True)
     if result.returncode != 0:
         raise RuntimeError(f"formatting Kafka storage failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
     if scram:
