@@ -124,9 +124,13 @@ def sync(cfg: Config, registry: Registry) -> Sync:
     changed = _write_if_changed(acl, acl_text(accts))
     # Hashes are salted: rewrite the password file only when an account or password changed.
     if added or removed or not passwd.exists() or changed:
-        credentials.write_private(passwd, "".join(f"{n}:{password_hash(passwords[n])}\n" for n in passwords).encode())
+        _write_passwd(cfg, passwords)
         changed = True
     return Sync(accts, added, removed, changed)
+
+
+def _write_passwd(cfg: Config, passwords: dict[str, str]) -> None:
+    credentials.write_private(files(cfg)[0], "".join(f"{n}:{password_hash(p)}\n" for n, p in passwords.items()).encode())
 
 
 def rotate(cfg: Config, registry: Registry, name: str) -> str:
@@ -138,9 +142,7 @@ def rotate(cfg: Config, registry: Registry, name: str) -> str:
     if name not in store.load():
         sync(cfg, registry)
     password = store.rotate(name)
-    passwords = store.load()
-    passwd, _ = files(cfg)
-    credentials.write_private(passwd, "".join(f"{n}:{password_hash(p)}\n" for n, p in passwords.items()).encode())
+    _write_passwd(cfg, store.load())
     return password
 
 

@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from harness import REPO, Pipeline, free_port, up_locked, wait_for
 from pipeline import credentials, mqtt_auth
-from pipeline.mqtt_client import AsDevices
+from pipeline.mqtt_client import Publisher
 from pipeline.records import dumps, iso_utc
 
 BRIDGE = "huxue-bridge-lock"  # the locked stack's bridge.client_id
@@ -115,19 +115,19 @@ def test_generated_secrets_are_private(locked):
 
 
 def test_a_device_publishes_only_as_itself(pipe):
-    devices = AsDevices(pipe.cfg, ["t01-btn-1"])
+    device = Publisher(pipe.cfg, client_id="t01-btn-1", account="t01-btn-1")  # the device's own login
     try:
         forged = {"event_id": pipe.event_id(), "type": "panic.pressed", "ts": iso_utc(time.time())}
-        devices._publisher("t01-btn-1").publish("huxue/v1/devices/t02-btn-1/events", dumps(forged)).wait_for_publish(10)
+        device.publish("huxue/v1/devices/t02-btn-1/events", dumps(forged)).wait_for_publish(10)
         own = {"event_id": pipe.event_id(), "type": "panic.pressed", "ts": iso_utc(time.time())}
-        devices.publish("huxue/v1/devices/t01-btn-1/events", dumps(own)).wait_for_publish(10)
+        device.publish("huxue/v1/devices/t01-btn-1/events", dumps(own)).wait_for_publish(10)
         pipe.events.wait(lambda rs: [r for r in rs if r.get("event_id") == own["event_id"]], 20, "the device's own press")
         pipe.wait_stage("t01", "opened")
         # published before the own press on the same connection: it would have arrived first
         assert not [r for r in pipe.events.records if r.get("event_id") == forged["event_id"]]
         assert not pipe.alerts_of("t02")
     finally:
-        devices.close()
+        device.close()
 
 
 def test_the_bridge_session_cannot_be_taken_over(pipe, locked):
