@@ -11,6 +11,17 @@ from pipeline import logs
 from pipeline.config import ConfigError, load_config
 
 
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+EXIT_UNREACHABLE = 4  # a broker is down or refuses us (2: bad input, 3: no answer in time)
+
+
+def _did_you_mean(name: str, known) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=3)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
 def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -123,6 +134,12 @@ def cmd_simulate(args) -> int:
     registry = load_registry(cfg.registry_path)
     schools = sorted(registry.schools)[: args.schools] if args.schools else sorted(registry.schools)
     sim = simulate.Simulator(registry, schools, seed=args.seed)
+    if args.panic:
+        try:
+            sim.panic_button(args.panic)
+        except ValueError as exc:
+            print(f"huxue: --panic: {exc}{_did_you_mean(args.panic, [*registry.schools, *registry.devices])}", file=sys.stderr)
+            return 2
     steps = []
     if args.scenario:
         name, steps = simulate.load_scenario(args.scenario, registry)
@@ -176,10 +193,18 @@ def cmd_alerts(args) -> int:
 
 
 def _send_and_report(args, cmd, target: str) -> int:
-    """Send a command, say what became of it; exit 0 accepted, 1 rejected, 3 no answer."""
+    """Send a command, say what became of it; exit 0 accepted, 1 rejected, 2 refused before
+    sending (unknown school, device, zone), 3 no answer."""
     from pipeline.ops import commands
+    from pipeline.registry import load_registry
+    from pipeline.rules.engine import check_target
 
-    outcome = commands.send(load_config(args.config), cmd, wait_s=args.wait)
+    cfg = load_config(args.config)
+    wrong = check_target(cmd, cmd.school_id, load_registry(cfg.registry_path))
+    if wrong is not None:
+        print(f"huxue: {cmd.command} not sent: {wrong.reason_code}: {wrong.reason}", file=sys.stderr)
+        return 2
+    outcome = commands.send(cfg, cmd, wait_s=args.wait)
     label = {True: "accepted", False: "rejected", None: "sent"}[outcome.accepted]
     print(f"{cmd.command} {target}: {label} ({outcome.detail})")
     return {True: 0, False: 1, None: 0 if args.wait <= 0 else 3}[outcome.accepted]
@@ -282,7 +307,7 @@ def cmd_bench_scale(args) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="huxue", description="护学 huxue: school-safety events from MQTT via Kafka to the 1-3-5 ladder")
     p.add_argument("--config", help="YAML configuration (default: the packaged sample)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     s = sub.add_parser("stack", help="start/stop/inspect local Mosquitto + Kafka (no Docker)")
@@ -391,6 +416,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--heartbeat-share", type=float, default=0.5, help="fraction of the events that are heartbeats (the rest: the simulator's background mix)")
     s.add_argument("--drain-seconds", type=float, default=120.0, help="how long to wait after the last event for the worker to commit them all")
     s.set_defaults(func=cmd_bench_scale)
+    # --config and --log-level also after the verb (`huxue lockdown zx-01 ... --config x.yaml`);
+    # SUPPRESS: a verb's parser sets them only when given there.
+    for verb_parser in sub.choices.values():
+        verb_parser.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        verb_parser.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS, help=argparse.SUPPRESS)
     return p
 
 
@@ -404,9 +434,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except (RuntimeError, ConnectionError, TimeoutError) as exc:  # expected: broker down or refusing us
+    except RuntimeError as exc:
         print(f"huxue: {exc}", file=sys.stderr)
         return 1
+    except (ConnectionError, TimeoutError) as exc:  # MQTT broker down, or refusing us
+        print(f"huxue: {exc} (is it running? `huxue stack status`)", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except Exception as exc:
+        kafka_errors = sys.modules.get("kafka.errors")  # loaded if a Kafka client was made
+        if kafka_errors is not None and isinstance(exc, kafka_errors.KafkaError):
+            print(f"huxue: Kafka: {type(exc).__name__}: {exc} (is it running? `huxue stack status`)", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        raise
 
 
 if __name__ == "__main__":

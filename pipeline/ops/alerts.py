@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from kafka import TopicPartition
@@ -37,9 +38,9 @@ def format_line(alert: dict, registry: Registry | None = None) -> str:
     )
 
 
-def follow(cfg: Config, topic: str, *, from_beginning: bool, poll_s: float = 0.5, role: str = "operator") -> Iterator[dict | None]:
+def follow(cfg: Config, topic: str, *, from_beginning: bool, poll_s: float = 0.5, role: str = "operator", **settings: Any) -> Iterator[dict | None]:
     """Yield decoded records of `topic` forever; None on each idle poll (lets callers stop)."""
-    consumer = kafka_client.consumer(cfg, role, group_id=None, enable_auto_commit=False)
+    consumer = kafka_client.consumer(cfg, role, group_id=None, enable_auto_commit=False, **settings)
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(parts)

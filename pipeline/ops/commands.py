@@ -13,6 +13,9 @@ from pipeline.records import Command, dumps, iso_utc
 from pipeline.rules.incident import school_of
 
 
+BOOTSTRAP_TIMEOUT_MS = 5000  # kafka-python waits 30 s by default before it says the broker is unreachable
+
+
 @dataclass(frozen=True)
 class Outcome:
     accepted: bool | None  # None: no answer within the wait (is a worker running?)
@@ -32,25 +35,32 @@ def build_school(command: str, school_id: str, by: str, **fields) -> Command:
     return Command(command=command, school_id=school_id, by=by, at=iso_utc(time.time()), command_id=uuid.uuid4().hex, **fields)
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
 def parse_duration(text: str) -> float:
-    """`90s`, `30m`, `2h`, `1d` or plain seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip().lower()
+    """`90s`, `30m`, `2h`, `7d`, `1w`: a positive number with its unit (a bare `2` is refused:
+    2 seconds or 2 hours is exactly the mistake an operator must not make unnoticed)."""
+    raw = text.strip().lower()
     try:
-        return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+        value = float(raw[:-1]) if raw and raw[-1] in DURATION_UNITS else None
     except ValueError:
-        raise ValueError(f"cannot read duration {text!r}; use e.g. 90s, 30m, 2h") from None
+        value = None
+    if value is None or not value > 0 or value == float("inf"):
+        raise ValueError(f"cannot read duration {text!r}: a positive number with a unit, e.g. 90s, 30m, 2h, 7d, 1w")
+    return value * DURATION_UNITS[raw[-1]]
 
 
 def send(cfg: Config, cmd: Command, wait_s: float = 10.0) -> Outcome:
     """Produce the command (key = school), then watch alerts and rejections for its id."""
     topics = cfg.topics
     sources = (("alert", topics.alerts), ("rejected", topics.commands_dlq), ("silence", topics.silences))
-    watchers = [follow(cfg, t, from_beginning=False) for _, t in sources] if wait_s > 0 else []
+    watchers = [follow(cfg, t, from_beginning=False, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS) for _, t in sources] if wait_s > 0 else []
     try:
         for w in watchers:
             next(w)  # positioned at the end before we send
-        producer = kafka_client.producer(cfg, "operator")
+        # an operator waiting at a prompt learns within seconds that Kafka is not there
+        producer = kafka_client.producer(cfg, "operator", bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
         producer.send(topics.commands, key=cmd.school_id, value=dumps(cmd.to_dict())).get(timeout=30)
         producer.close()
         if not watchers:

@@ -31,6 +31,7 @@ from pipeline.ops.auth import Account, Accounts, LoginThrottle
 from pipeline.ops.store import Change, Store
 from pipeline.records import INCIDENT_COMMANDS, SCHOOL_COMMANDS, Command, iso_utc, parse_ts
 from pipeline.registry import Registry
+from pipeline.rules.engine import check_target
 
 log = logging.getLogger("huxue.console")
 RANK = {"Extreme": 0, "Severe": 1, "Moderate": 2, "Minor": 3}
@@ -284,6 +285,8 @@ class Console:
                                       "command": name, "school_id": school_id, "by": account.username})
         except ValueError as exc:
             return _error(400, "bad_command", str(exc))
+        if (wrong := check_target(cmd, school_id, self.registry)) is not None:  # e.g. a zone the school lacks
+            return _error(400, wrong.reason_code, wrong.reason)
         return await self._send(cmd)
 
     async def _json(self, request: web.Request) -> dict | web.Response:

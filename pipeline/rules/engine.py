@@ -23,11 +23,14 @@ log, count and dead-letter.
 
 from __future__ import annotations
 
+import difflib
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, TypeVar
 
 from pipeline.records import INCIDENT_COMMANDS, Alert, CanonicalEvent, Command, SilenceNotice
+from pipeline.registry import Registry
 from pipeline.rules import (
     corroboration,
     device_health,
@@ -104,12 +107,39 @@ def on_event(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context
     return Outcome(state, due.alerts + alerts, notices=due.notices + notices, failures=failures)
 
 
+def check_target(cmd: Command, school: str, registry: Registry) -> CommandRejected | None:
+    """What a command names must exist: its school, and a silence's device or zone (an
+    unknown incident is the ladder's answer). The CLI and the console ask before sending;
+    the worker rejects what got through anyway. `school`: the one the command is for (the
+    worker reads it from the incident id first: foreign clients may leave school_id out)."""
+    if registry.school(school) is None:
+        return CommandRejected("unknown_school", f"no school {school!r} in the registry{_did_you_mean(school, registry.schools)}")
+    if cmd.command == "silence":
+        device_id, zone = cmd.scope.get("device"), cmd.scope.get("zone")
+        if device_id:
+            device = registry.device(device_id)
+            if device is None or device.school != school:
+                return CommandRejected("unknown_device", f"device {device_id} is not at school {school}")
+        if zone:
+            zones = {d.zone for d in registry.devices_of(school)}
+            if zone not in zones:
+                return CommandRejected("unknown_zone", f"no zone {zone!r} at school {school}; its zones: {', '.join(sorted(zones)) or 'none'}")
+    return None
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=3)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
 def on_command(state: SchoolState, cmd: Command, now: float, ctx: Context) -> Outcome:
     due = run_due(state.pruned(now), now, ctx)
     state = due.state
     key = command_key(cmd)
     if key in state.applied:
         return due
+    if (wrong := check_target(cmd, state.school_id, ctx.registry)) is not None:
+        return replace(due, rejected=[(cmd, wrong)])
     if cmd.command in INCIDENT_COMMANDS:
         name, apply = LADDER, _incident_command
     elif cmd.command in ("silence", "unsilence"):

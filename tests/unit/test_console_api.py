@@ -154,6 +154,8 @@ def test_admin_token_silences_and_locks_down(world):
         assert r.status == 202
         r = await client.post("/api/schools/s2/commands", headers=headers, json={"command": "silence", "scope": {"floor": 3}})
         assert r.status == 400
+        r = await client.post("/api/schools/s2/commands", headers=headers, json={"command": "silence", "scope": {"zone": "roof"}, "duration_seconds": 600, "reason": "works"})
+        assert r.status == 400 and (await r.json())["error"] == "unknown_zone"  # checked before sending
         assert [(c.command, c.by, c.school_id) for c in sent] == [("silence", "admin", "s2"), ("lockdown", "admin", "s2")]
         assert sent[0].scope == {"zone": "gate"} and sent[0].duration_seconds == 600
         assert (await client.get("/api/me", headers={"Authorization": "Bearer wrong"})).status == 401
