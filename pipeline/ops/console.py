@@ -58,6 +58,22 @@ def next_deadline(inc: dict[str, Any], now: float) -> dict[str, Any] | None:
     return {"name": name, "at": at, "overdue": now > parse_ts(at)}
 
 
+def urgency(inc: dict[str, Any], now: float) -> tuple:
+    """Sort key of an open incident, most urgent first: unacknowledged real panics, by their
+    next 1-3-5 deadline (the most overdue first); then other real incidents by severity and
+    deadline; then drills, ordered the same way in their own lane; ties: the longest waiting.
+    app.js `urgency` is the same key for the live page."""
+    unacked_panic = inc["rule"] == "panic" and not inc.get("acked_at") and not inc.get("arrived_at")
+    deadline = next_deadline(inc, now)
+    return (
+        inc.get("status") == "Exercise",
+        not unacked_panic,
+        0 if unacked_panic else RANK.get(inc["severity"], 9),
+        parse_ts(deadline["at"]) if deadline else float("inf"),
+        inc["opened_at"],
+    )
+
+
 class Console:
     def __init__(self, cfg: Config, registry: Registry, store: Store, accounts: Accounts, send: Callable[[Command], None]):
         self.cfg, self.registry, self.store, self.accounts, self.send = cfg, registry, store, accounts, send
@@ -71,9 +87,10 @@ class Console:
         school = self.registry.school(inc["school_id"])
         return {**inc, "school_name": school.name if school else inc["school_id"], "next_deadline": next_deadline(inc, now or time.time())}
 
-    def sorted_incidents(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Open first, then by severity, then the longest waiting first."""
-        return sorted(rows, key=lambda i: (i["state"] != "open", RANK.get(i["severity"], 9), i["opened_at"] if i["state"] == "open" else ""))
+    def sorted_incidents(self, rows: list[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
+        """Open incidents by urgency (`urgency`), then the closed ones."""
+        now = now or time.time()
+        return sorted(rows, key=lambda i: (i["state"] != "open", urgency(i, now) if i["state"] == "open" else ()))
 
     def school_view(self, school_id: str) -> dict[str, Any]:
         school = self.registry.school(school_id)

@@ -295,3 +295,32 @@ def test_security_headers_and_bad_parameters(world):
         assert r.status == 400 and (await r.json())["error"] == "bad_request"
 
     run(world, scenario)
+
+
+def test_unacknowledged_real_panics_come_first_by_deadline_then_severity_then_drills():
+    """The duty officer's finding: an unacknowledged real panic 4:44 overdue was listed third,
+    behind an acknowledged panic and a drill."""
+    from pipeline.ops.console import urgency
+    from pipeline.records import iso_utc
+
+    now = 1_800_000_000.0
+
+    def inc(name, rule="panic", severity="Extreme", status="Actual", opened=-600, acked=False, ack_in=None):
+        row = {"incident_id": name, "rule": rule, "severity": severity, "status": status, "state": "open", "opened_at": iso_utc(now + opened)}
+        if rule == "panic":
+            row.update(ack_by=iso_utc(now + (ack_in if ack_in is not None else opened + 60)), arrive_target_by=iso_utc(now + opened + 180), arrive_by=iso_utc(now + opened + 300))
+        if acked:
+            row["acked_at"] = iso_utc(now + opened + 30)
+        return row
+
+    rows = [
+        inc("acked-panic", opened=-100, acked=True),
+        inc("drill-panic", status="Exercise", opened=-50),
+        inc("fence", rule="perimeter", severity="Severe", opened=-900),
+        inc("overdue-panic", opened=-584),  # its ack was due 4:44 ago
+        inc("fresh-panic", opened=-5),
+        inc("crowd", rule="video_behaviour", severity="Moderate", opened=-2000),
+        inc("drill-fence", rule="perimeter", severity="Severe", status="Exercise", opened=-3000),
+    ]
+    ordered = [r["incident_id"] for r in sorted(rows, key=lambda r: urgency(r, now))]
+    assert ordered == ["overdue-panic", "fresh-panic", "acked-panic", "fence", "crowd", "drill-panic", "drill-fence"]

@@ -56,8 +56,36 @@ function visible(inc) {
     && (!f.rule || inc.rule === f.rule) && (!f.status || inc.status === f.status);
 }
 
+// Most urgent first (console.py `urgency`, the same key): unacknowledged real panics by their
+// next deadline, then other real incidents by severity and deadline, then drills the same way.
+function urgency(inc) {
+  const unackedPanic = unacknowledgedPanic(inc);
+  const d = inc.next_deadline;
+  return [inc.status === "Exercise" ? 1 : 0, unackedPanic ? 0 : 1, unackedPanic ? 0 : (RANK[inc.severity] ?? 9),
+    d ? Date.parse(d.at) : Infinity, Date.parse(inc.opened_at)];
+}
+
+function unacknowledgedPanic(inc) {
+  return inc.rule === "panic" && inc.state === "open" && !inc.acked_at && !inc.arrived_at;
+}
+
 function ordered(list) {
-  return list.sort((a, b) => (RANK[a.severity] - RANK[b.severity]) || a.opened_at.localeCompare(b.opened_at));
+  const keyed = list.map((inc) => [urgency(inc), inc]);
+  keyed.sort(([a], [b]) => { for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1; return 0; });
+  return keyed.map(([, inc]) => inc);
+}
+
+const STAGE_WORDS = {
+  opened: "opened", corroborated: "corroborated by a sensor", onsite_overdue: "on-site response overdue",
+  mobile_late: "mobile unit late (3 min)", mobile_overdue: "mobile unit overdue (5 min)", acknowledged: "acknowledged",
+  arrived: "unit on scene", resolved: "resolved", false_alarm: "false alarm", expired: "expired (quiet)",
+  superseded: "taken over by a corroborated incident", recovered: "device recovered", restored: "post staffed again",
+  window_ended: "window ended", lifted: "lockdown lifted", ended: "flood ended",
+};
+
+function stageWords(stage) {
+  const joined = /^joined-(\d+)$/.exec(stage || "");
+  return joined ? `more evidence (#${joined[1]})` : (STAGE_WORDS[stage] || stage);
 }
 
 function countdown(inc) {
@@ -95,8 +123,9 @@ function card(inc) {
   return `<article class="card ${esc(inc.severity)} ${inc.held ? "held" : ""}" data-incident="${esc(inc.incident_id)}">
     <div class="top"><span class="sev">${esc(inc.severity)}</span>${badges}
       <span class="school-link" data-school="${esc(inc.school_id)}">${esc(inc.school_name)}</span></div>
-    <div class="headline">${esc(inc.headline)}</div>
-    <div class="meta">${esc(inc.rule)} · <span class="stage">${esc(inc.stage)}</span> · opened ${new Date(inc.opened_at).toLocaleTimeString()}
+    <div class="headline">${esc(inc.rule === "panic" ? `PANIC — ${inc.school_name}${inc.zone ? `, ${inc.zone}` : ""}` : inc.headline)}</div>
+    ${unacknowledgedPanic(inc) ? '<div class="unacked">NOT ACKNOWLEDGED</div>' : ""}
+    <div class="meta">${esc(inc.rule)} · <span class="stage" data-stage="${esc(inc.stage)}">${esc(stageWords(inc.stage))}</span> · opened ${new Date(inc.opened_at).toLocaleTimeString()}
       ${inc.acked_by ? ` · acknowledged by ${esc(inc.acked_by)}` : ""}${inc.arrived_by ? ` · on scene: ${esc(inc.arrived_by)}` : ""}
       ${inc.closed_by ? ` · closed by ${esc(inc.closed_by)}` : ""} · <span class="meta">${esc(inc.incident_id)}</span></div>
     ${open ? countdown(inc) : ""}
