@@ -8,6 +8,7 @@ writer of incident state) and pushes every change to browsers over Server-Sent E
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ from pipeline.rules.engine import check_target
 
 log = logging.getLogger("huxue.console")
 RANK = {"Extreme": 0, "Severe": 1, "Moderate": 2, "Minor": 3}
+END_OF_STREAM = object()  # put in a live stream's queue: the handler returns
 COOKIE = "huxue_session"
 ACCOUNT = web.RequestKey("account", Account)
 
@@ -157,6 +159,8 @@ class Console:
             while True:
                 try:
                     item = await asyncio.wait_for(queue.get(), timeout=15)
+                    if item is END_OF_STREAM:
+                        break
                     await response.write(f"event: change\ndata: {json.dumps(item)}\n\n".encode())
                 except asyncio.TimeoutError:
                     await response.write(b": keep-alive\n\n")
@@ -166,6 +170,13 @@ class Console:
             self.clients.remove(entry)
             metrics.CONSOLE_CLIENTS.set(len(self.clients))
         return response
+
+    async def _end_streams(self, app: web.Application) -> None:
+        """On SIGTERM/Ctrl-C: end every live stream, so shutdown does not wait for browsers
+        (aiohttp would wait its shutdown timeout for these never-ending handlers)."""
+        for _, queue in list(self.clients):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(END_OF_STREAM)
 
     # --- HTTP handlers -----------------------------------------------------------------------
 
@@ -330,6 +341,7 @@ class Console:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._observe, self._same_origin, self._auth])
         app.on_response_prepare.append(_security_headers)
+        app.on_shutdown.append(self._end_streams)
         web_dir = resources.files("pipeline.ops") / "web"
 
         async def static(request: web.Request) -> web.Response:
@@ -470,7 +482,8 @@ def run(cfg: Config, registry: Registry) -> None:
     scheme = "https" if tls else "http"
     log.info("console", extra={"url": f"{scheme}://{cfg.console.bind}:{cfg.console.port}/", "store": store.kind, "accounts": len(cfg.console.accounts)})
     try:
-        web.run_app(console.app(), host=cfg.console.bind, port=cfg.console.port, ssl_context=context, print=None, access_log=None)
+        web.run_app(console.app(), host=cfg.console.bind, port=cfg.console.port, ssl_context=context, print=None, access_log=None,
+                    shutdown_timeout=min(5.0, cfg.stack.stop_timeout_seconds))  # a backstop: streams end at once
     finally:
         stop.set()
         producer.close(timeout=5)

@@ -155,3 +155,44 @@ def test_the_console_serves_https_with_a_secure_session_cookie(stack, workdir):
     finally:
         console.stop()
         p.close()
+
+
+def test_the_console_stops_on_sigterm_with_live_streams_open(stack, workdir):
+    """Two browsers' live streams open, then SIGTERM: the console ends them and exits cleanly
+    within its stop timeout (it used to wait for aiohttp's 60 s shutdown timeout, and more)."""
+    import hashlib
+    import http.client
+    import os
+    import signal
+    import subprocess
+
+    port = free_port()
+    console_cfg = {
+        "console": {"port": port, "store": f"sqlite:///{workdir / 'history.sqlite3'}",
+                    "accounts": [{"username": "ops", "role": "admin", "token_sha256": hashlib.sha256(b"ops-token").hexdigest()}]},
+        "stack": {**stack["stack"], "stop_timeout_seconds": 10},
+    }
+    p = Pipeline(stack, workdir, config=console_cfg)
+    console = Proc("console", ["--config", str(p.cfg_path), "console"], workdir / "console.log", p.worker.env)
+    streams = []
+    try:
+        console.start()
+        console.wait_log("recording", 30)
+        for _ in range(2):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/api/stream", headers={"Authorization": "Bearer ops-token"})
+            response = conn.getresponse()
+            assert response.status == 200 and response.readline().startswith(b": connected")
+            streams.append(conn)
+        os.killpg(console.proc.pid, signal.SIGTERM)
+        try:
+            code = console.proc.wait(10)  # stack.stop_timeout_seconds
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the console did not stop within 10 s of SIGTERM with 2 streams open:\n{console.output()[-2000:]}") from None
+        assert code == 0, console.output()[-2000:]
+        assert "Traceback" not in console.output()
+    finally:
+        for conn in streams:
+            conn.close()
+        console.stop()
+        p.close()
