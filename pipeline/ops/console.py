@@ -37,6 +37,7 @@ from pipeline.rules.engine import check_target
 log = logging.getLogger("huxue.console")
 RANK = {"Extreme": 0, "Severe": 1, "Moderate": 2, "Minor": 3}
 END_OF_STREAM = object()  # put in a live stream's queue: the handler returns
+PING_SECONDS = 2  # a quiet stream still sends this often (app.js: stale after 5 s without)
 COOKIE = "huxue_session"
 ACCOUNT = web.RequestKey("account", Account)
 
@@ -158,12 +159,14 @@ class Console:
             await response.write(b": connected\n\n")
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), timeout=15)
+                    item = await asyncio.wait_for(queue.get(), timeout=PING_SECONDS)
                     if item is END_OF_STREAM:
                         break
                     await response.write(f"event: change\ndata: {json.dumps(item)}\n\n".encode())
                 except asyncio.TimeoutError:
-                    await response.write(b": keep-alive\n\n")
+                    # an event, not a comment: the page sees it, and shows a stale banner when
+                    # none came for 5 s (a dead connection may never report an error)
+                    await response.write(b"event: ping\ndata: {}\n\n")
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

@@ -196,3 +196,41 @@ def test_the_console_stops_on_sigterm_with_live_streams_open(stack, workdir):
             conn.close()
         console.stop()
         p.close()
+
+
+def test_a_lost_connection_shows_a_stale_banner_and_a_panic_raised_meanwhile_appears(stack, workdir, browser):
+    """The console dies under an open page: within seconds a full-width CONNECTION LOST banner;
+    a panic pressed while it is down appears once the console is back, without a reload."""
+    from selenium.webdriver.common.by import By
+
+    port = free_port()
+    console_cfg = {"console": {"port": port, "store": f"sqlite:///{workdir / 'history.sqlite3'}", "session_secret": "s" * 32,  # sessions outlive a restart
+                               "accounts": [{"username": "duty-li", "role": "duty_officer", "password_hash": hash_password("pw-duty", iterations=1000)}]}}
+    p = Pipeline(stack, workdir, config=console_cfg)
+    console = Proc("console", ["--config", str(p.cfg_path), "console"], workdir / "console.log", p.worker.env)
+    try:
+        p.start()
+        console.start()
+        console.wait_log("recording", 30)
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait_for(lambda: browser.find_element(By.ID, "login").is_displayed(), 15, "the sign-in form")
+        browser.find_element(By.NAME, "username").send_keys("duty-li")
+        browser.find_element(By.NAME, "password").send_keys("pw-duty")
+        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+        wait_for(lambda: "on" in browser.find_element(By.ID, "live").get_attribute("class"), 15, "live updates connected")
+        assert not browser.find_element(By.ID, "stale").is_displayed()
+
+        console.kill()
+        banner = wait_for(lambda: _read(lambda: browser.find_element(By.ID, "stale").text if browser.find_element(By.ID, "stale").is_displayed() else None), 15, "the stale banner")
+        assert banner.startswith("CONNECTION LOST — data stale since ")
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "console-connection-lost.png"))
+
+        p.press("t32-btn-1")  # while the console is down
+        p.wait_stage("t32", "opened")
+        console.start()
+        wait_for(lambda: _read(lambda: browser.find_element(By.CSS_SELECTOR, "#incidents [data-incident*='-t32-']")), 60, "the panic raised meanwhile on the page")
+        wait_for(lambda: not browser.find_element(By.ID, "stale").is_displayed(), 10, "the banner to go")
+    finally:
+        console.stop()
+        p.close()

@@ -31,6 +31,7 @@ function showLogin() {
   $("#app").hidden = true;
   $("#logout").hidden = true;
   $("#who").textContent = "";
+  state.me = null;  // signed out: no liveness watch until signed in again
   if (state.events) { state.events.close(); state.events = null; }
 }
 
@@ -197,16 +198,68 @@ async function openSchool(id) {
   $("#school").hidden = false;
 }
 
+// Liveness: the server sends a ping every 2 s. No ping or change for 5 s, or a stream error:
+// a full-width CONNECTION LOST banner with the time the data was last current, then
+// reconnects with backoff (1 s doubling to 30 s); a session that ended asks to sign in again;
+// every reconnect reloads the open incidents (a panic raised meanwhile must appear).
+const STALE_AFTER_MS = 5000;
+const live = { lastSeen: 0, down: false, retryMs: 1000, timer: null };
+
+function alive() {
+  live.lastSeen = Date.now();
+  live.retryMs = 1000;
+  if (live.down) { live.down = false; $("#stale").hidden = true; }
+  $("#live").className = "live on";
+}
+
+function connectionLost(why = "") {
+  if (state.events) { state.events.close(); state.events = null; }
+  $("#live").className = "live off";
+  const since = new Date(live.lastSeen || Date.now()).toLocaleTimeString([], { hour12: false });
+  $("#stale").textContent = `CONNECTION LOST — data stale since ${since}${why}`;
+  $("#stale").hidden = false;
+  live.down = true;
+  if (!why) reconnectLater();
+}
+
+function reconnectLater() {
+  if (live.timer) return;
+  live.timer = setTimeout(async () => {
+    live.timer = null;
+    try {
+      await api("/api/me");
+    } catch (err) {
+      if (err.message === "signed out") { connectionLost(" — sign in again"); return; }
+      live.retryMs = Math.min(live.retryMs * 2, 30000);
+      reconnectLater();
+      return;
+    }
+    await loadIncidents().catch(() => {});
+    follow();
+  }, live.retryMs);
+}
+
+setInterval(() => { if (state.me && !live.down && live.lastSeen && Date.now() - live.lastSeen > STALE_AFTER_MS) connectionLost(); }, 1000);
+
 function follow() {
   const es = new EventSource("/api/stream");
   state.events = es;
-  es.onopen = () => { $("#live").className = "live on"; };
-  es.onerror = () => { $("#live").className = "live off"; };
+  es.onopen = alive;
+  es.onerror = () => connectionLost();
+  es.addEventListener("ping", alive);
   es.addEventListener("change", (e) => {
+    alive();
     const c = JSON.parse(e.data);
     if (c.incident) { state.incidents.set(c.incident.incident_id, c.incident); render(); }
     if (state.school && c.school_id === state.school) openSchool(state.school);
   });
+}
+
+async function loadIncidents() {
+  const open = (await api("/api/incidents?state=open&limit=5000")).incidents;
+  const closed = (await api("/api/incidents?state=closed&limit=50")).incidents;
+  state.incidents = new Map([...open, ...closed].map((i) => [i.incident_id, i]));
+  render();
 }
 
 async function start() {
@@ -218,10 +271,7 @@ async function start() {
   const { schools } = await api("/api/schools");
   const sel = $("#f-school");
   for (const s of schools) if (![...sel.options].some((o) => o.value === s.id)) sel.add(new Option(`${s.name} (${s.id})`, s.id));
-  const open = (await api("/api/incidents?state=open&limit=5000")).incidents;
-  const closed = (await api("/api/incidents?state=closed&limit=50")).incidents;
-  state.incidents = new Map([...open, ...closed].map((i) => [i.incident_id, i]));
-  render();
+  await loadIncidents();
   if (!state.events) follow();
 }
 
