@@ -52,6 +52,7 @@ def cmd_stack(args) -> int:
         endpoints = {
             "bridge": f"http://127.0.0.1:{cfg.bridge.metrics_port}/metrics",
             "worker": f"http://127.0.0.1:{cfg.worker.metrics_port}/metrics",
+            "notifier": f"http://127.0.0.1:{cfg.notify.metrics_port}/metrics",
             "console": f"http://{cfg.console.bind}:{cfg.console.port}/metrics",
         }
         for name, url in endpoints.items():
@@ -123,6 +124,15 @@ def cmd_worker(args) -> int:
     cfg = load_config(args.config)
     app.run(cfg, load_registry(cfg.registry_path))
     return 0
+
+
+def cmd_notifier(args) -> int:
+    from pipeline.notify import service
+    from pipeline.registry import load_registry
+
+    cfg = load_config(args.config)
+    stop = _stop_on_signals()
+    return service.run(cfg, load_registry(cfg.registry_path), stop)
 
 
 def cmd_simulate(args) -> int:
@@ -322,6 +332,7 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("bridge", help="run the MQTT -> Kafka bridge").set_defaults(func=cmd_bridge)
     sub.add_parser("worker", help="run the Faust rules worker").set_defaults(func=cmd_worker)
+    sub.add_parser("notifier", help="page people: deliver alerts to webhooks, DingTalk/WeCom robots, email and SMS gateways (notify: in the config)").set_defaults(func=cmd_notifier)
 
     s = sub.add_parser("simulate", help="publish realistic device traffic over MQTT")
     s.add_argument("--rate", type=float, default=5.0, help="events per second besides heartbeats (0: none)")

@@ -188,6 +188,64 @@ class StackConfig:
     stop_timeout_seconds: float = 30
 
 
+# Receiver types `huxue notifier` delivers to, and what a route may match on.
+RECEIVER_TYPES = ("webhook", "dingtalk", "wecom", "email", "sms")
+WEBHOOK_FORMATS = ("huxue", "alertmanager")
+ROUTE_MATCH_KEYS = ("rule", "severity", "school", "stage", "status")
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    name: str = ""
+    type: str = ""  # webhook | dingtalk | wecom | email | sms
+    url: str = ""  # email: smtp://host:587 (STARTTLS unless starttls: false) or smtps://host:465
+    format: str = "huxue"  # webhook body: huxue (the alert) | alertmanager (webhook v4)
+    # Signing secret (webhook, sms: X-Huxue-Signature; dingtalk: 加签 SEC...; email: the SMTP
+    # password of `username`): at most one of inline, an environment variable's name, or a
+    # file (relative to the config file).
+    secret: str = ""
+    secret_env: str = ""
+    secret_file: str = ""
+    # email: addresses; sms: phone numbers (a generic SMS HTTP gateway, signed like a webhook)
+    to: tuple[str, ...] = ()
+    # email only
+    from_addr: str = ""
+    username: str = ""
+    starttls: bool = True
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    # rule/severity/school/stage/status -> value; all must match; empty: every alert.
+    # stage also matches folded (`joined` matches `joined-3`).
+    match: dict[str, str] = field(default_factory=dict)
+    receivers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    group_id: str = "huxue-notifier"
+    # Static group membership (as the worker's): a restarted notifier takes its partitions
+    # back at once instead of after the session timeout. Unique per notifier process.
+    instance_id: str = ""  # default: <group_id>-<hostname>
+    session_timeout_seconds: float = 10
+    receivers: tuple[ReceiverConfig, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()  # first match wins
+    retry_max_seconds: float = 300  # give up retrying one delivery after this
+    retry_initial_seconds: float = 1  # backoff 1, 2, 4 ... capped at retry_cap_seconds
+    retry_cap_seconds: float = 30
+    timeout_seconds: float = 10  # one HTTP attempt
+    max_in_flight: int = 32  # alerts being delivered at once
+    # A receiver is reported failing after this many deliveries in a row failed for good,
+    # or when its attempts have failed for failing_seconds without a success.
+    failing_after: int = 3
+    failing_seconds: float = 300
+    # Alerts older than this when read (a new consumer group, a long outage) are recorded
+    # as skipped, not paged. 0: page whatever the age.
+    max_age_seconds: float = 3600
+    metrics_port: int = 9403  # Prometheus /metrics; 0: off
+
+
 @dataclass(frozen=True)
 class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -200,6 +258,7 @@ class Config:
     rules: RulesConfig = field(default_factory=RulesConfig)
     adapters: AdaptersConfig = field(default_factory=AdaptersConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     # Directory the configuration file lives in; relative paths resolve against it.
     base_dir: str = "."
 
@@ -236,6 +295,10 @@ class Config:
     @property
     def worker_instance_id(self) -> str:
         return self.worker.instance_id or f"{self.worker.app_id}-{socket.gethostname()}"
+
+    @property
+    def notifier_instance_id(self) -> str:
+        return self.notify.instance_id or f"{self.notify.group_id}-{socket.gethostname()}"
 
     @property
     def worker_datadir(self) -> Path:
@@ -293,6 +356,16 @@ class Topics:
     def changelogs(self) -> list[str]:
         # Internal to one worker app: its Faust tables' changelogs (worker/app.py TABLES).
         return [f"{self.app_id}-{table}-changelog" for table in ("schools", "memory")]
+
+    @property
+    def notifications(self) -> str:
+        # `huxue notifier`: one record per delivery attempt (key school_id).
+        return f"{self.prefix}notifications"
+
+    def deployment(self) -> list[str]:
+        """What `huxue stack up` creates: the contract's topics and the notifier's. (Not in
+        contract(): the worker ensures contract() and has no rights on notifications.)"""
+        return [*self.contract(), self.notifications]
 
     def contract(self) -> list[str]:
         """Topics every deployment has; `huxue stack up` creates them."""
@@ -356,6 +429,10 @@ def _coerce(value: Any, declared: str, where: str) -> Any:
         if isinstance(value, list) and all(isinstance(v, dict) for v in value):
             return tuple({str(k): str(v) for k, v in item.items()} for item in value)
         raise ConfigError(f"{where}: expected a list of mappings, got {value!r}")
+    if declared in _ITEMS:
+        if isinstance(value, list):
+            return tuple(_build(_ITEMS[declared], item, f"{where}[{i}]") for i, item in enumerate(value))
+        raise ConfigError(f"{where}: expected a list of mappings, got {value!r}")
     if declared == "dict[str, str]":
         if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
             return {str(k): v for k, v in value.items()}
@@ -416,6 +493,7 @@ def _validate(cfg: Config, where: Path) -> None:
     if not 0 < cfg.worker.tick_seconds <= 5:
         raise ConfigError(f"{where}: worker.tick_seconds must be in (0, 5]")
     _validate_severities(cfg.rules, f"{where}: rules")
+    _validate_notify(cfg, where)
     if bool(cfg.console.tls_cert) != bool(cfg.console.tls_key):
         raise ConfigError(f"{where}: console.tls_cert and console.tls_key go together (PEM certificate and its key)")
     for path in cfg.console_tls() or ():
@@ -463,6 +541,63 @@ def _validate_kafka_security(cfg: Config, where: Path) -> None:
         path = cfg.kafka_path(name)
         if path is not None and not path.is_file():
             raise ConfigError(f"{where}: kafka.{name} {path} not found")
+
+
+_ITEMS = {"tuple[ReceiverConfig, ...]": ReceiverConfig, "tuple[RouteConfig, ...]": RouteConfig}
+
+
+def _validate_notify(cfg: Config, where: Path) -> None:
+    n = cfg.notify
+    names: set[str] = set()
+    for i, r in enumerate(n.receivers):
+        at = f"{where}: notify.receivers[{i}]"
+        if not r.name:
+            raise ConfigError(f"{at}: needs a name")
+        if r.name in names:
+            raise ConfigError(f"{at}: receiver name {r.name!r} is used twice")
+        names.add(r.name)
+        if r.type not in RECEIVER_TYPES:
+            raise ConfigError(f"{at} ({r.name}): type must be one of {', '.join(RECEIVER_TYPES)}, got {r.type!r}")
+        schemes = ("smtp", "smtps") if r.type == "email" else ("http", "https")
+        if urlsplit(r.url).scheme not in schemes or not urlsplit(r.url).hostname:
+            raise ConfigError(f"{at} ({r.name}): url must start with {' or '.join(f'{s}://' for s in schemes)}, got {r.url!r}")
+        if r.type == "email" and (not r.to or not r.from_addr):
+            raise ConfigError(f"{at} ({r.name}): an email receiver needs to (a list of addresses) and from_addr")
+        if r.type == "sms" and not r.to:
+            raise ConfigError(f"{at} ({r.name}): an sms receiver needs to (a list of phone numbers)")
+        if r.type not in ("email", "sms") and r.to:
+            raise ConfigError(f"{at} ({r.name}): to is for email and sms receivers")
+        if r.type != "email" and (r.from_addr or r.username):
+            raise ConfigError(f"{at} ({r.name}): from_addr and username are for email receivers")
+        if r.format not in WEBHOOK_FORMATS or (r.type != "webhook" and r.format != "huxue"):
+            raise ConfigError(f"{at} ({r.name}): format is for webhooks: one of {', '.join(WEBHOOK_FORMATS)}, got {r.format!r}")
+        given = [k for k in ("secret", "secret_env", "secret_file") if getattr(r, k)]
+        if len(given) > 1:
+            raise ConfigError(f"{at} ({r.name}): give one of secret, secret_env, secret_file, not {' and '.join(given)}")
+        if r.type == "email" and bool(given) != bool(r.username):
+            raise ConfigError(f"{at} ({r.name}): an SMTP username needs its password in secret_env or secret_file (and a password needs the username)")
+        if given and r.type == "wecom":
+            raise ConfigError(f"{at} ({r.name}): WeCom robots are not signed (the key in the url is the secret): remove {given[0]}")
+        if r.secret_file and not (Path(cfg.base_dir) / r.secret_file).resolve().is_file():
+            raise ConfigError(f"{at} ({r.name}): secret_file {(Path(cfg.base_dir) / r.secret_file).resolve()} not found")
+    for i, route in enumerate(n.routes):
+        at = f"{where}: notify.routes[{i}]"
+        bad = sorted(set(route.match) - set(ROUTE_MATCH_KEYS))
+        if bad:
+            raise ConfigError(f"{at}: unknown match key(s) {', '.join(bad)}; known: {', '.join(ROUTE_MATCH_KEYS)}")
+        if not route.receivers:
+            raise ConfigError(f"{at}: needs receivers (a list of receiver names)")
+        unknown = [r for r in route.receivers if r not in names]
+        if unknown:
+            raise ConfigError(f"{at}: unknown receiver(s) {', '.join(unknown)}; defined: {', '.join(sorted(names)) or 'none'}")
+    if n.routes and not n.receivers:
+        raise ConfigError(f"{where}: notify.routes need notify.receivers")
+    if n.max_in_flight < 1 or n.failing_after < 1:
+        raise ConfigError(f"{where}: notify.max_in_flight and notify.failing_after must be >= 1")
+    if not 0 < n.retry_initial_seconds <= n.retry_cap_seconds or n.timeout_seconds <= 0:
+        raise ConfigError(f"{where}: notify needs 0 < retry_initial_seconds <= retry_cap_seconds and timeout_seconds > 0")
+    if not n.group_id:
+        raise ConfigError(f"{where}: notify.group_id must not be empty")
 
 
 def _validate_bridge(b: BridgeConfig, where: Path) -> None:

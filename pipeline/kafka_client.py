@@ -27,8 +27,9 @@ from pipeline.credentials import CredentialsError, Store
 log = logging.getLogger("huxue.kafka")
 
 # role -> the SCRAM account `huxue stack up` creates for it (kafka.username empty).
-# operator: console, recorder, CLI commands, alerts tail, demo; admin: stack, tests, bench.
-ACCOUNTS = {"bridge": "huxue-bridge", "worker": "huxue-worker", "operator": "huxue-operator", "admin": "admin"}
+# operator: console, recorder, CLI commands, alerts tail, demo; notifier: `huxue notifier`;
+# admin: stack, tests, bench.
+ACCOUNTS = {"bridge": "huxue-bridge", "worker": "huxue-worker", "operator": "huxue-operator", "notifier": "huxue-notifier", "admin": "admin"}
 ROLES = tuple(ACCOUNTS)
 
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the bridge, the worker and the console (one process each).
+"""Prometheus metrics of the bridge, the worker, the notifier and the console (one process each).
 
 Bridge and worker serve them on their `metrics_port`; the console on its own /metrics.
 Stage labels are folded (`joined-7` -> `joined`) to keep label sets small.
@@ -43,6 +43,13 @@ CONSOLE_LAG = Gauge("huxue_console_store_lag", "Records the history store is beh
 CONSOLE_CLIENTS = Gauge("huxue_console_live_clients", "Browsers following live updates")
 CONSOLE_REQUESTS = Counter("huxue_console_requests", "HTTP requests, by route and status", ["route", "status"])
 
+# notifier
+NOTIFIER_ATTEMPTS = Counter("huxue_notifier_attempts", "Delivery attempts, by receiver and outcome (delivered, retrying, failed)", ["receiver", "outcome"])
+NOTIFIER_SKIPPED = Counter("huxue_notifier_skipped", "Alerts or deliveries recorded without paging, by reason", ["reason"])
+NOTIFIER_LATENCY = Histogram("huxue_notifier_latency_seconds", "Alert sent to delivered, by receiver", ["receiver"], buckets=LATENCY)
+NOTIFIER_FAILING = Gauge("huxue_notifier_receiver_failing", "1 while paging to the receiver is failing", ["receiver"])
+NOTIFIER_INFLIGHT = Gauge("huxue_notifier_inflight", "Alerts being delivered")
+
 
 def stage_label(stage: str) -> str:
     return stage.split("-")[0]
@@ -66,6 +73,7 @@ KEY = {
                "huxue_bridge_qos0_events_total"),
     "worker": ("huxue_worker_open_incidents", "huxue_worker_alerts_total", "huxue_worker_consumer_lag", "huxue_worker_deadline_lateness_seconds_sum",
                "huxue_worker_deadline_lateness_seconds_count"),
+    "notifier": ("huxue_notifier_attempts_total", "huxue_notifier_receiver_failing", "huxue_notifier_inflight"),
     "console": ("huxue_console_store_lag", "huxue_console_live_clients", "huxue_console_records_applied_total"),
 }
 

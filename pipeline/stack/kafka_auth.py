@@ -3,7 +3,7 @@
 `huxue stack up` with SASL on:
 - generates a password for each account into HUXUE_HOME/secrets/kafka.json (0600):
   `admin` (super user: the broker itself, the stack, tests, bench) and one account per
-  component, kafka_client.ACCOUNTS (huxue-bridge, huxue-worker, huxue-operator);
+  component, kafka_client.ACCOUNTS (huxue-bridge, huxue-worker, huxue-operator, huxue-notifier);
 - writes a broker config with a SASL_PLAINTEXT client listener (SCRAM-SHA-512), a
   controller listener with PLAIN, the StandardAuthorizer and super.users=User:admin
   (server.properties holds the admin password: 0600);
@@ -51,7 +51,7 @@ def check_supported(cfg: Config) -> None:
         raise RuntimeError(f"huxue stack up's Kafka offers {MECHANISM} only; set kafka.sasl_mechanism: {MECHANISM}")
     if k.username:
         raise RuntimeError(
-            "huxue stack up creates its own Kafka accounts (admin, huxue-bridge, huxue-worker, huxue-operator): "
+            "huxue stack up creates its own Kafka accounts (admin, huxue-bridge, huxue-worker, huxue-operator, huxue-notifier): "
             "leave kafka.username empty (a username is for a broker run elsewhere)"
         )
 
@@ -122,6 +122,13 @@ def acl_table(cfg: Config) -> dict[str, list[tuple[str, str, tuple[str, ...]]]]:
         acc["operator"]: [
             ("topic", t.commands, (W, R, D)),  # commands sent; the console's recorder reads them
             *(("topic", name, (R, D)) for name in (t.alerts, t.events, t.silences, t.commands_dlq, t.events_dlq)),
+            ("cluster", CLUSTER, (IW,)),
+        ],
+        acc["notifier"]: [
+            # reads alerts in its own consumer group; writes (and reads back at start) notifications
+            ("topic", t.alerts, (R, D, C)),
+            ("topic", t.notifications, (R, W, D, C)),
+            ("group", cfg.notify.group_id, (R, D)),
             ("cluster", CLUSTER, (IW,)),
         ],
     }

@@ -73,9 +73,9 @@ def up(cfg: Config, say=print) -> None:
     if kafka_auth.enabled(cfg):
         kafka_auth.apply(cfg, say)  # component accounts and their ACLs, idempotent
     created = kafka_client.ensure_topics(
-        cfg, "admin", cfg.topics.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor
+        cfg, "admin", cfg.topics.deployment(), cfg.kafka.partitions, cfg.kafka.replication_factor
     )
-    say(f"topics: {', '.join(cfg.topics.contract())} ({cfg.kafka.partitions} partitions; created {len(created)})")
+    say(f"topics: {', '.join(cfg.topics.deployment())} ({cfg.kafka.partitions} partitions; created {len(created)})")
 
 
 def security(cfg: Config) -> dict[str, str]:

@@ -52,7 +52,7 @@ def test_stack_generated_the_accounts_privately(auth_stack):
     secrets = cfg.home / "secrets" / "kafka.json"
     assert oct(secrets.stat().st_mode & 0o777) == "0o600"
     assert oct((cfg.home / "kafka" / "server.properties").stat().st_mode & 0o777) == "0o600"
-    assert sorted(yaml.safe_load(secrets.read_text())) == ["admin", "huxue-bridge", "huxue-operator", "huxue-worker"]
+    assert sorted(yaml.safe_load(secrets.read_text())) == ["admin", "huxue-bridge", "huxue-notifier", "huxue-operator", "huxue-worker"]
 
 
 def test_client_without_credentials_can_neither_produce_nor_consume(auth_stack):

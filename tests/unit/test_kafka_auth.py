@@ -35,7 +35,7 @@ def test_unknown_role_is_refused(tmp_path):
 def test_sasl_uses_the_account_of_each_role_from_home(tmp_path):
     cfg = cfg_with(tmp_path, "  security_protocol: SASL_PLAINTEXT\n")
     passwords = kafka_auth.accounts(cfg)
-    assert sorted(passwords) == ["admin", "huxue-bridge", "huxue-operator", "huxue-worker"]
+    assert sorted(passwords) == ["admin", "huxue-bridge", "huxue-notifier", "huxue-operator", "huxue-worker"]
     assert oct((tmp_path / "home" / "secrets" / "kafka.json").stat().st_mode & 0o777) == "0o600"
     for role, user in kafka_client.ACCOUNTS.items():
         s = kafka_client.client_settings(cfg, role)
@@ -106,7 +106,7 @@ def test_broker_properties_lock_the_listener(tmp_path):
     assert props["authorizer.class.name"].endswith("StandardAuthorizer")
     assert kafka_auth.accounts(cfg)["admin"] in props["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"]
     args = kafka_auth.format_args(cfg)
-    assert args.count("--add-scram") == 4 and any(a.startswith("SCRAM-SHA-512=[name=huxue-bridge,password=") for a in args)
+    assert args.count("--add-scram") == 5 and any(a.startswith("SCRAM-SHA-512=[name=huxue-bridge,password=") for a in args)
 
 
 def test_acl_table_grants_each_component_what_it_does(tmp_path):
