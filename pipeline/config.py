@@ -192,6 +192,7 @@ class StackConfig:
 RECEIVER_TYPES = ("webhook", "dingtalk", "wecom", "email", "sms")
 WEBHOOK_FORMATS = ("huxue", "alertmanager")
 ROUTE_MATCH_KEYS = ("rule", "severity", "school", "stage", "status")
+NOTIFY_ROLES = ("onsite", "mobile", "command")  # as registry.NOTIFY_ROLES: an alert's `notify` list
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,10 @@ class NotifyConfig:
     session_timeout_seconds: float = 10
     receivers: tuple[ReceiverConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()  # first match wins
+    # People by role, for every school: role (onsite, mobile, command) -> receiver names. A
+    # school's own `notify:` in the registry adds to these. Each stage pages the roles it
+    # concerns (notify/routing.py STAGE_ROLES) among the alert's `notify` list, besides routes.
+    roles: dict[str, tuple[str, ...]] = field(default_factory=dict)
     retry_max_seconds: float = 300  # give up retrying one delivery after this
     retry_initial_seconds: float = 1  # backoff 1, 2, 4 ... capped at retry_cap_seconds
     retry_cap_seconds: float = 30
@@ -437,6 +442,10 @@ def _coerce(value: Any, declared: str, where: str) -> Any:
         if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
             return {str(k): v for k, v in value.items()}
         raise ConfigError(f"{where}: expected a mapping of strings, got {value!r}")
+    if declared == "dict[str, tuple[str, ...]]":
+        if isinstance(value, dict) and all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in value.values()):
+            return {str(k): tuple(v) for k, v in value.items()}
+        raise ConfigError(f"{where}: expected a mapping of lists of strings, got {value!r}")
     if declared in ("int", "float"):
         if not is_number or (declared == "int" and not isinstance(value, int)):
             raise ConfigError(f"{where}: expected {'an integer' if declared == 'int' else 'a number'}, got {value!r}")
@@ -592,6 +601,12 @@ def _validate_notify(cfg: Config, where: Path) -> None:
             raise ConfigError(f"{at}: unknown receiver(s) {', '.join(unknown)}; defined: {', '.join(sorted(names)) or 'none'}")
     if n.routes and not n.receivers:
         raise ConfigError(f"{where}: notify.routes need notify.receivers")
+    for role, receivers in n.roles.items():
+        if role not in NOTIFY_ROLES:
+            raise ConfigError(f"{where}: notify.roles: unknown role {role!r}; roles: {', '.join(NOTIFY_ROLES)}")
+        unknown = [r for r in receivers if r not in names]
+        if unknown:
+            raise ConfigError(f"{where}: notify.roles.{role}: unknown receiver(s) {', '.join(unknown)}; defined: {', '.join(sorted(names)) or 'none'}")
     if n.max_in_flight < 1 or n.failing_after < 1:
         raise ConfigError(f"{where}: notify.max_in_flight and notify.failing_after must be >= 1")
     if not 0 < n.retry_initial_seconds <= n.retry_cap_seconds or n.timeout_seconds <= 0:

@@ -18,6 +18,7 @@ from pipeline.records import DEVICE_KINDS
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+NOTIFY_ROLES = ("onsite", "mobile", "command")  # the roles of an alert's `notify` list
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class School:
     windows: tuple[Window, ...] = ()
     posts: tuple[Post, ...] = ()
     closed_dates: frozenset[date] = frozenset()  # holidays: no school hours, no windows
+    # Who is paged for this school, by the roles of an alert's `notify` list: role (onsite,
+    # mobile, command) -> names of `notify.receivers` in the config (huxue notifier).
+    notify: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -140,6 +144,9 @@ def _school(raw: dict[str, Any], where: str) -> School:
         closed = frozenset(d if isinstance(d, date) else date.fromisoformat(str(d)) for d in raw.get("closed_dates") or [])
     except ValueError as exc:
         raise ConfigError(f"{where} ({sid}): closed_dates must be YYYY-MM-DD: {exc}") from exc
+    notify_raw = raw.get("notify") or {}
+    if not isinstance(notify_raw, dict) or set(notify_raw) - set(NOTIFY_ROLES) or not all(isinstance(v, list) for v in notify_raw.values()):
+        raise ConfigError(f"{where} ({sid}): notify maps roles ({', '.join(NOTIFY_ROLES)}) to lists of receiver names, got {notify_raw!r}")
     return School(
         id=sid,
         name=str(raw.get("name", sid)),
@@ -150,6 +157,7 @@ def _school(raw: dict[str, Any], where: str) -> School:
         windows=windows,
         posts=posts,
         closed_dates=closed,
+        notify={role: tuple(str(r) for r in names) for role, names in notify_raw.items()},
     )
 
 

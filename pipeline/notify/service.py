@@ -229,7 +229,7 @@ class Notifier:
             await self.publish(self.record(alert, None, SKIPPED, error=f"internal error: {type(exc).__name__}: {exc}"[:300]))
 
     async def _handle(self, alert: dict[str, Any]) -> None:
-        decision = routing.route(alert, self.n)
+        decision = routing.route(alert, self.n, self.registry)
         if not decision.receivers:
             metrics.NOTIFIER_SKIPPED.labels(decision.reason.split(":")[0]).inc()
             await self.publish(self.record(alert, None, SKIPPED, error=decision.reason))
@@ -415,5 +415,20 @@ def _epoch(value: Any, default: float | None = None) -> float:
         return time.time() if default is None else default
 
 
+def check_people(cfg: Config, registry: Registry) -> None:
+    """The registry's per-school `notify:` names receivers the config defines (one line if not)."""
+    names = {r.name for r in cfg.notify.receivers}
+    for school in registry.schools.values():
+        for role, receivers in school.notify.items():
+            unknown = [r for r in receivers if r not in names]
+            if unknown:
+                raise RuntimeError(
+                    f"registry: school {school.id} notify.{role} names unknown receiver(s) {', '.join(unknown)}; "
+                    f"notify.receivers defines: {', '.join(sorted(names)) or 'none'}"
+                )
+
+
 def run(cfg: Config, registry: Registry | None, stop: threading.Event) -> int:
+    if registry is not None:
+        check_people(cfg, registry)
     return Notifier(cfg, registry).run(stop)

@@ -69,6 +69,10 @@ def test_live_incident_countdown_and_acknowledge_in_the_browser(stack, workdir, 
         card_text = wait_for(lambda: _read(lambda: _card(browser, incident_id).text), 10, "the card")
         # a panic card keeps a fixed headline and says loudly that nobody has acknowledged it
         assert "PANIC — Test School 31, gate" in card_text and "NOT ACKNOWLEDGED" in card_text
+        # ... and the page sounds the alarm (the sign-in click unlocked audio) and flashes the title
+        cues = wait_for(lambda: (c := browser.execute_script("return window.huxueAttention()"))["sounding"] and c["audio"] == "running" and c, 10, "the alarm sounding")
+        assert not cues["muted"]
+        wait_for(lambda: browser.execute_script("return document.title").startswith("⚠ PANIC — Test School 31"), 5, "the tab title to flash")
         first = wait_for(lambda: _read(lambda: _card(browser, incident_id).find_element(By.CLASS_NAME, "countdown").text), 10, "a countdown")
         wait_for(lambda: _read(lambda: _card(browser, incident_id).find_element(By.CLASS_NAME, "countdown").text) not in (None, "", first), 5, "the countdown to run")
         assert first.startswith(("0:5", "1:0"))  # the 60 s on-site target, counting down
@@ -80,6 +84,8 @@ def test_live_incident_countdown_and_acknowledge_in_the_browser(stack, workdir, 
         wait_for(lambda: _read(lambda: _card(browser, incident_id).find_element(By.CLASS_NAME, "stage").text) == "acknowledged", 30, "the acknowledged stage on the page")
         acked_text = wait_for(lambda: _read(lambda: _card(browser, incident_id).text), 10, "the card")
         assert "acknowledged by duty-li" in acked_text and "NOT ACKNOWLEDGED" not in acked_text
+        quiet = browser.execute_script("return window.huxueAttention()")
+        assert not quiet["sounding"] and not quiet["title"].startswith("⚠")  # the ack ended the alarm
         sent = p.alerts.wait(lambda rs: [a for a in rs if a["incident_id"] == incident_id and a["stage"] == "acknowledged"], 10, "the ack alert")
         assert sent[0]["by"] == "duty-li"  # the command records who sent it
         # the page works under the console's strict Content-Security-Policy: nothing was refused

@@ -357,3 +357,44 @@ def test_sms_receiver(tmp_path):
     assert len(messages.sms_text(alert(headline="x" * 1000), school)) == messages.SMS_MAX_CHARS
     with pytest.raises(ConfigError, match="needs to"):
         load(tmp_path, 'notify:\n  receivers: [{name: s, type: sms, url: "https://x/"}]\n')
+
+
+def test_each_stage_pages_the_people_of_its_roles_besides_the_routes(tmp_path):
+    """notify.roles for every school, plus the school's own `notify:` in the registry: a panic's
+    `opened` reaches guards, mobile units and the command centre; `onsite_overdue` (no answer
+    from the guards) the command centre and the mobile units; later ladder stages the command
+    centre; roles the alert's `notify` list leaves out page nobody."""
+    import yaml as _yaml
+
+    from pipeline.config import load_config
+    from pipeline.notify.service import check_people
+    from pipeline.registry import load_registry
+
+    (tmp_path / "registry.yaml").write_text(_yaml.safe_dump({
+        "schools": [{"id": "zx-01", "name": "Zixing", "notify": {"onsite": ["zx01-guards"], "mobile": ["patrol-3"]}},
+                    {"id": "bh-02", "name": "Binhu"}],
+        "devices": [],
+    }))
+    hooks = [{"name": n, "type": "webhook", "url": f"https://hooks.example/{n}"} for n in ("zx01-guards", "patrol-3", "duty-room", "ops")]
+    (tmp_path / "huxue.yaml").write_text(_yaml.safe_dump({
+        "registry": "registry.yaml",
+        "notify": {"receivers": hooks, "roles": {"command": ["duty-room"]}, "routes": [{"match": {"rule": "perimeter"}, "receivers": ["ops"]}]},
+    }))
+    cfg = load_config(tmp_path / "huxue.yaml", env={})
+    reg = load_registry(cfg.registry_path)
+    check_people(cfg, reg)
+    everyone = ["onsite", "mobile", "command"]
+
+    def paged(stage, school="zx-01", rule="panic", notify=everyone):
+        return set(routing.route(alert(stage=stage, school_id=school, rule=rule, notify=notify), cfg.notify, reg).receivers)
+
+    assert paged("opened") == {"zx01-guards", "patrol-3", "duty-room"}
+    assert paged("onsite_overdue") == {"patrol-3", "duty-room"}
+    assert paged("mobile_overdue") == {"duty-room"}
+    assert paged("opened", school="bh-02") == {"duty-room"}  # no people of its own
+    assert paged("opened", rule="perimeter", notify=["onsite", "command"]) == {"ops", "zx01-guards", "duty-room"}
+    assert paged("opened", rule="device_health", notify=["command"]) == {"duty-room"}
+
+    (tmp_path / "registry.yaml").write_text(_yaml.safe_dump({"schools": [{"id": "zx-01", "notify": {"onsite": ["nobody"]}}], "devices": []}))
+    with pytest.raises(RuntimeError, match="school zx-01 notify.onsite names unknown receiver"):
+        check_people(cfg, load_registry(cfg.registry_path))

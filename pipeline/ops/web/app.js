@@ -32,6 +32,7 @@ function showLogin() {
   $("#logout").hidden = true;
   $("#who").textContent = "";
   state.me = null;  // signed out: no liveness watch until signed in again
+  if (alarm.on) stopAlarm();
   if (state.events) { state.events.close(); state.events = null; }
 }
 
@@ -121,11 +122,12 @@ function card(inc) {
       ${inc.arrived_at ? "" : '<button data-command="arrive">Arrived</button>'}
       <button data-command="resolve">Resolve</button>
       <button data-command="false_alarm">False alarm</button></div>` : "";
-  return `<article class="card ${esc(inc.severity)} ${inc.held ? "held" : ""}" data-incident="${esc(inc.incident_id)}">
+  const loud = unacknowledgedPanic(inc) && inc.status !== "Exercise" && !alarm.muted.has(inc.incident_id);
+  return `<article class="card ${esc(inc.severity)} ${inc.held ? "held" : ""} ${loud ? "alarm" : ""}" data-incident="${esc(inc.incident_id)}">
     <div class="top"><span class="sev">${esc(inc.severity)}</span>${badges}
       <span class="school-link" data-school="${esc(inc.school_id)}">${esc(inc.school_name)}</span></div>
     <div class="headline">${esc(inc.rule === "panic" ? `PANIC — ${inc.school_name}${inc.zone ? `, ${inc.zone}` : ""}` : inc.headline)}</div>
-    ${unacknowledgedPanic(inc) ? '<div class="unacked">NOT ACKNOWLEDGED</div>' : ""}
+    ${unacknowledgedPanic(inc) ? `<div class="unacked">NOT ACKNOWLEDGED</div>${loud ? ' <button class="mute" data-mute>Mute on this screen</button>' : ""}` : ""}
     <div class="meta">${esc(inc.rule)} · <span class="stage" data-stage="${esc(inc.stage)}">${esc(stageWords(inc.stage))}</span> · opened ${new Date(inc.opened_at).toLocaleTimeString()}
       ${inc.acked_by ? ` · acknowledged by ${esc(inc.acked_by)}` : ""}${inc.arrived_by ? ` · on scene: ${esc(inc.arrived_by)}` : ""}
       ${inc.closed_by ? ` · closed by ${esc(inc.closed_by)}` : ""} · <span class="meta">${esc(inc.incident_id)}</span></div>
@@ -134,6 +136,85 @@ function card(inc) {
     ${buttons}
   </article>`;
 }
+
+// Attention: an unacknowledged real panic sounds a looping two-tone alarm (Web Audio, no file)
+// until it is acknowledged or muted on this screen, its card flashes and the tab title
+// flashes; a drill gets one soft chime. Browsers start audio only after a user gesture: the
+// sign-in, or any click, unlocks it; until then the "Enable alarm sound" button shows.
+const alarm = { ctx: null, on: false, nodes: null, timers: [], muted: new Set(), chimed: new Set(), notified: new Set(), title: document.title };
+
+function audio() {
+  const AC = window.AudioContext || window.webkitAudioContext;
+  if (!alarm.ctx && AC) alarm.ctx = new AC();
+  if (alarm.ctx && alarm.ctx.state === "suspended") alarm.ctx.resume().then(attention, () => {});
+  return alarm.ctx;
+}
+
+function sounding() {
+  return [...state.incidents.values()].filter((i) => unacknowledgedPanic(i) && i.status !== "Exercise" && !alarm.muted.has(i.incident_id));
+}
+
+function attention() {
+  const loud = sounding();
+  if (loud.length && !alarm.on) startAlarm(loud[0]);
+  if (!loud.length && alarm.on) stopAlarm();
+  for (const inc of state.incidents.values()) {
+    if (!unacknowledgedPanic(inc)) continue;
+    if (inc.status === "Exercise" && !alarm.chimed.has(inc.incident_id)) { alarm.chimed.add(inc.incident_id); chime(); }
+    if (inc.status !== "Exercise" && !alarm.notified.has(inc.incident_id) && window.Notification && Notification.permission === "granted") {
+      alarm.notified.add(inc.incident_id);
+      new Notification(`PANIC — ${inc.school_name}`, { body: inc.headline, tag: inc.incident_id, requireInteraction: true });
+    }
+  }
+  $("#sound").hidden = Boolean(alarm.ctx && alarm.ctx.state === "running");
+}
+
+function startAlarm(inc) {
+  alarm.on = true;
+  const ctx = audio();
+  if (ctx) {
+    const gain = ctx.createGain();
+    gain.gain.value = 0.25;
+    gain.connect(ctx.destination);
+    const osc = ctx.createOscillator();
+    osc.type = "square";
+    osc.frequency.value = 880;
+    osc.connect(gain);
+    osc.start();
+    alarm.nodes = { osc, gain };
+    let high = true;
+    alarm.timers.push(setInterval(() => { high = !high; osc.frequency.setValueAtTime(high ? 880 : 660, ctx.currentTime); }, 400));
+  }
+  const flashTitle = `⚠ PANIC — ${inc.school_name}`;
+  alarm.timers.push(setInterval(() => { document.title = document.title === flashTitle ? alarm.title : flashTitle; }, 700));
+  document.title = flashTitle;
+}
+
+function stopAlarm() {
+  alarm.on = false;
+  alarm.timers.forEach(clearInterval);
+  alarm.timers = [];
+  if (alarm.nodes) { alarm.nodes.osc.stop(); alarm.nodes.gain.disconnect(); alarm.nodes = null; }
+  document.title = alarm.title;
+}
+
+function chime() {
+  const ctx = audio();
+  if (!ctx) return;
+  const gain = ctx.createGain();
+  gain.gain.setValueAtTime(0.06, ctx.currentTime);
+  gain.gain.exponentialRampToValueAtTime(0.001, ctx.currentTime + 1.2);
+  gain.connect(ctx.destination);
+  const osc = ctx.createOscillator();
+  osc.type = "sine";
+  osc.frequency.value = 523;
+  osc.connect(gain);
+  osc.start();
+  osc.stop(ctx.currentTime + 1.2);
+}
+
+// For tests and the curious: what the attention cues are doing now.
+window.huxueAttention = () => ({ audio: alarm.ctx ? alarm.ctx.state : "none", sounding: alarm.on, title: document.title, muted: [...alarm.muted] });
 
 function render() {
   const all = [...state.incidents.values()].filter(visible);
@@ -146,6 +227,7 @@ function render() {
   const sel = $("#f-rule");
   for (const r of rules) if (![...sel.options].some((o) => o.value === r)) sel.add(new Option(r, r));
   tick();
+  attention();
 }
 
 function tick() {
@@ -160,6 +242,10 @@ function tick() {
 }
 
 document.addEventListener("click", async (e) => {
+  audio();  // any click is the gesture that lets the page sound the alarm
+  if (e.target.id === "sound") { attention(); return; }
+  const mute = e.target.closest("button[data-mute]");
+  if (mute) { alarm.muted.add(mute.closest("[data-incident]").dataset.incident); render(); return; }
   const button = e.target.closest("button[data-command]");
   if (button) {
     const cardEl = button.closest("[data-incident]");
