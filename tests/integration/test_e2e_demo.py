@@ -11,6 +11,9 @@ import pytest
 import yaml
 
 from harness import REPO, free_port
+from pipeline import kafka_client
+from pipeline.config import load_config
+from pipeline.records import dumps
 
 pytestmark = pytest.mark.integration
 
@@ -23,6 +26,16 @@ def test_demo_plays_the_scenario_and_cleans_up(locked_stack, workdir):
            "bridge": {"metrics_port": 0}, "worker": {"metrics_port": 0}}
     path = workdir / "demo.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    # an earlier run's incident left open at the demo school: the demo clears it first, or the
+    # press would join it and the script would wait for stages that already passed
+    leftover = f"inc-20261201-zx-01-0001-{os.urandom(3).hex()}"
+    loaded = load_config(path, env={})
+    kafka_client.ensure_topics(loaded, "admin", loaded.topics.contract(), loaded.kafka.partitions)
+    producer = kafka_client.producer(loaded, "admin")
+    producer.send(loaded.topics.alerts, key="zx-01", value=dumps({"identifier": f"{leftover}/opened", "incident_id": leftover, "school_id": "zx-01",
+                                                                  "rule": "panic", "stage": "opened", "sent": "2026-12-01T00:00:00Z", "severity": "Extreme",
+                                                                  "status": "Actual", "msgType": "Alert", "headline": "Panic button pressed (earlier run)"})).get(30)
+    producer.close()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUXUE_")}
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "--config", str(path), "demo", "--exit-when-done"],
@@ -30,6 +43,7 @@ def test_demo_plays_the_scenario_and_cleans_up(locked_stack, workdir):
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
+    assert f"CLEAN  {leftover} was left open by an earlier run: resolve" in out, out
     assert "CAMERA" in out
     order = ["PRESS", "panic/opened", "panic/corroborated", "panic/onsite_overdue", "OPERATOR guard-zx01-02: ack", "panic/acknowledged",
              "panic/mobile_late", "OPERATOR patrol-unit-7: arrive", "panic/arrived", "panic/resolved", "DONE"]
