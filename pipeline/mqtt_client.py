@@ -54,6 +54,10 @@ def end_session(cfg: Config, client_id: str, account: str, timeout: float = 10) 
         client.loop_stop()
 
 
+class Refused(RuntimeError):
+    """The broker answered and said no (CONNACK failure: credentials, not authorised)."""
+
+
 class Publisher:
     """A connected QoS 1 publisher for tools and tests (not for the bridge)."""
 
@@ -69,7 +73,7 @@ class Publisher:
         if not self._connected.wait(timeout) or self.refused:
             self.close()
             if self.refused:
-                raise ConnectionRefusedError(f"MQTT broker at {host}:{port} refused {account!r}: {self.refused}")
+                raise Refused(f"MQTT broker at {host}:{port} refused {account!r}: {self.refused}")
             raise TimeoutError(f"no MQTT connection to {host}:{port} within {timeout:g} s")
 
     def _on_connect(self, client, userdata, flags, rc, props) -> None:
@@ -96,7 +100,7 @@ def wait_for_mqtt(cfg: Config, timeout: float, alive=None) -> None:
             # anonymous, so that no account's connection is taken over: a refusal is an answer too
             Publisher(cfg, timeout=min(2.0, max(0.1, deadline - time.monotonic())), account=None).close()
             return
-        except ConnectionRefusedError:
+        except Refused:
             return
         except (OSError, TimeoutError) as exc:
             last = exc
