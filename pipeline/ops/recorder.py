@@ -27,7 +27,8 @@ EVENT_TYPES = (b'"device.online"', b'"device.offline"', b'"guard.checkin"', b'"g
 
 def kinds(cfg: Config) -> dict[str, str]:
     t = cfg.topics
-    return {t.alerts: "alert", t.commands: "command", t.commands_dlq: "rejected", t.silences: "silence", t.events: "event"}
+    return {t.alerts: "alert", t.commands: "command", t.commands_dlq: "rejected", t.silences: "silence", t.events: "event",
+            t.notifications: "notification"}  # huxue notifier's paging attempts, on the incidents' timelines
 
 
 class Recorder:

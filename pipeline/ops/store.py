@@ -213,6 +213,21 @@ class Store:
             return None
         return Change("incident", target, school) if target else Change("school", school, school)
 
+    def _apply_notification(self, tx, r: Record) -> Change | None:
+        """A paging attempt of `huxue notifier`, on its incident's timeline."""
+        n = r.value
+        incident = n.get("incident_id") or None
+        if not incident or not n.get("receiver"):
+            return None  # a whole alert skipped, or a receiver's health: no incident of its own
+        entry = f"ntf/{n.get('identifier', '')}/{n['receiver']}/{n.get('attempt', 0)}/{n.get('outcome', '')}"
+        status = f"HTTP {n['http_status']}" if n.get("http_status") else ""
+        note = "; ".join(x for x in (status, str(n.get("error") or "")) if x)
+        headline = f"paging {n['receiver']} ({n.get('type', '')}): {n.get('outcome', '')}, attempt {n.get('attempt', '')}"
+        school = n.get("school_id") or r.key
+        if not self._timeline(tx, entry, incident, school, n.get("at", ""), "notification", str(n.get("outcome", "")), str(n["receiver"]), note, headline, n):
+            return None
+        return Change("incident", incident, school)
+
     def _apply_silence(self, tx, r: Record) -> Change | None:
         s = r.value
         row = (

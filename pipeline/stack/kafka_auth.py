@@ -121,7 +121,7 @@ def acl_table(cfg: Config) -> dict[str, list[tuple[str, str, tuple[str, ...]]]]:
         ],
         acc["operator"]: [
             ("topic", t.commands, (W, R, D)),  # commands sent; the console's recorder reads them
-            *(("topic", name, (R, D)) for name in (t.alerts, t.events, t.silences, t.commands_dlq, t.events_dlq)),
+            *(("topic", name, (R, D)) for name in (t.alerts, t.events, t.silences, t.commands_dlq, t.events_dlq, t.notifications)),
             ("cluster", CLUSTER, (IW,)),
         ],
         acc["notifier"]: [

@@ -86,6 +86,10 @@ def test_live_incident_countdown_and_acknowledge_in_the_browser(stack, workdir, 
         assert "acknowledged by duty-li" in acked_text and "NOT ACKNOWLEDGED" not in acked_text
         quiet = browser.execute_script("return window.huxueAttention()")
         assert not quiet["sounding"] and not quiet["title"].startswith("⚠")  # the ack ended the alarm
+        # the card's timeline: opened, then acknowledged with who did it
+        wait_for(lambda: _read(lambda: _card(browser, incident_id).find_element(By.CSS_SELECTOR, "details.timeline summary").click() or True), 10, "a click on Timeline")
+        rows = wait_for(lambda: _read(lambda: (t := _card(browser, incident_id).find_element(By.CSS_SELECTOR, "details.timeline .rows").text) and "acknowledged" in t and t), 15, "the timeline")
+        assert "opened" in rows and "duty-li" in rows, rows
         sent = p.alerts.wait(lambda rs: [a for a in rs if a["incident_id"] == incident_id and a["stage"] == "acknowledged"], 10, "the ack alert")
         assert sent[0]["by"] == "duty-li"  # the command records who sent it
         # the page works under the console's strict Content-Security-Policy: nothing was refused

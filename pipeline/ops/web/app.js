@@ -134,8 +134,39 @@ function card(inc) {
     ${open ? countdown(inc) : ""}
     <div class="evidence">${evidence(inc)}</div>
     ${buttons}
+    ${timelineBox(inc)}
   </article>`;
 }
+
+// The record of an incident (stages, commands, rejections, paging attempts), on demand: open
+// timelines stay open across re-renders and follow live changes.
+const timelines = new Map();  // incident id -> rendered rows, for the open ones
+
+function timelineBox(inc) {
+  const rows = timelines.get(inc.incident_id);
+  return `<details class="timeline" data-timeline="${esc(inc.incident_id)}" ${rows !== undefined ? "open" : ""}>
+    <summary>Timeline</summary><div class="rows">${rows || ""}</div></details>`;
+}
+
+function timelineRow(t) {
+  const what = t.kind === "alert" ? stageWords(t.stage) : t.kind === "notification" ? t.headline : `${t.kind}: ${t.stage}`;
+  const at = new Date(t.at).toLocaleTimeString([], { hour12: false });
+  return `<div class="tl ${esc(t.kind)}"><span class="meta">${esc(at)}</span> ${esc(what)}${t.actor && t.kind !== "notification" ? ` · ${esc(t.actor)}` : ""}${t.note ? ` — ${esc(t.note)}` : ""}</div>`;
+}
+
+async function loadTimeline(id) {
+  const { timeline } = await api(`/api/incidents/${encodeURIComponent(id)}/timeline`);
+  timelines.set(id, timeline.map(timelineRow).join("") || '<div class="meta">nothing yet</div>');
+  render();
+}
+
+document.addEventListener("toggle", (e) => {
+  const d = e.target;
+  if (!d.matches || !d.matches("details[data-timeline]")) return;
+  const id = d.dataset.timeline;
+  if (d.open && !timelines.has(id)) loadTimeline(id).catch(() => {});
+  if (!d.open) timelines.delete(id);
+}, true);
 
 // Attention: an unacknowledged real panic sounds a looping two-tone alarm (Web Audio, no file)
 // until it is acknowledged or muted on this screen, its card flashes and the tab title
@@ -337,6 +368,7 @@ function follow() {
     alive();
     const c = JSON.parse(e.data);
     if (c.incident) { state.incidents.set(c.incident.incident_id, c.incident); render(); }
+    if (c.type === "incident" && timelines.has(c.id)) loadTimeline(c.id).catch(() => {});
     if (state.school && c.school_id === state.school) openSchool(state.school);
   });
 }
