@@ -84,8 +84,9 @@ def cmd_devices(args) -> int:
         raise RuntimeError("mqtt.auth is false in this configuration: the broker takes anonymous clients, there are no accounts")
     registry = load_registry(cfg.registry_path)
     if args.action == "sync":
-        changed = mosquitto_server.sync_accounts(cfg)
-        reloaded = changed and mosquitto_server.reload(cfg)
+        synced = mosquitto_server.sync_accounts(cfg)
+        changed = synced is not None and synced.changed
+        reloaded = changed and mosquitto_server.reload(cfg, synced)
         passwd, acl = mqtt_auth.files(cfg)
         print(f"{passwd} and {acl} {'changed' if changed else 'up to date'}{'; Mosquitto reloaded' if reloaded else ''}")
         return 0

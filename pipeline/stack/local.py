@@ -45,7 +45,8 @@ def up(cfg: Config, say=print) -> None:
         started.append(mq)
     else:
         say(f"Mosquitto already running (pid {mq.pid()})")
-        if mosquitto_server.sync_accounts(cfg, say) and mosquitto_server.reload(cfg):
+        synced = mosquitto_server.sync_accounts(cfg, say)
+        if synced is not None and synced.changed and mosquitto_server.reload(cfg, synced):
             say("MQTT accounts changed: Mosquitto reloaded its password file and ACL")
     kf = kafka_server.service(cfg)
     host, port, _ = kafka_server.ports(cfg)

@@ -7,10 +7,12 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from pipeline import mqtt_auth
 from pipeline.config import Config
+from pipeline.mqtt_client import Publisher, Refused
 from pipeline.registry import load_registry
 from pipeline.stack import tls
 from pipeline.stack.process import Service
@@ -84,22 +86,35 @@ def write_config(cfg: Config) -> Path:
     return path
 
 
-def sync_accounts(cfg: Config, say=print) -> bool:
-    """Password file and ACL from the registry (mqtt.auth); True if they changed."""
+def sync_accounts(cfg: Config, say=print) -> mqtt_auth.Sync | None:
+    """Password file and ACL from the registry (mqtt.auth; None without)."""
     if not cfg.mqtt.auth:
-        return False
+        return None
     result = mqtt_auth.sync(cfg, load_registry(cfg.registry_path))
     if result.added or result.removed:
         say(f"MQTT accounts: {len(result.accounts)} ({len(result.added)} new, {len(result.removed)} removed; passwords in {cfg.home / 'secrets'})")
-    return result.changed
+    return result
 
 
-def reload(cfg: Config) -> bool:
-    """SIGHUP: Mosquitto re-reads the password file and ACL; connected clients stay."""
+def reload(cfg: Config, result: mqtt_auth.Sync | None = None, timeout: float = 15) -> bool:
+    """SIGHUP: Mosquitto re-reads the password file and ACL; connected clients stay. With the
+    `result` of a sync that added accounts, wait until one of them can log in: the signal is
+    handled asynchronously, and a client started right after `stack up` must get in."""
     pid = service(cfg).pid()
     if pid is None:
         return False
     os.kill(pid, signal.SIGHUP)
+    if result is not None and result.added:
+        account = result.added[0]  # new: no client can be connected as it, none is kicked
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                Publisher(cfg, client_id=account, account=account, timeout=5).close()
+                break
+            except (Refused, TimeoutError, OSError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Mosquitto did not load the new accounts within {timeout:g} s (see {service(cfg).logfile})") from None
+                time.sleep(0.2)
     return True
 
 
