@@ -16,6 +16,18 @@ from pipeline.config import load_config
 from pipeline.stack import local
 
 
+def _running(root: Path, raw: dict):
+    """Bring a stack up from `raw` (written to root/stack.yaml), yield `raw`, take it down."""
+    path = root / "stack.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path, env={})
+    local.up(cfg)
+    try:
+        yield raw
+    finally:
+        local.down(cfg)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     """The brokers, and the config dict (ports, home, test registry) to build pipelines on."""
@@ -30,14 +42,7 @@ def stack(tmp_path_factory):
         "registry": str(root / "registry.yaml"),
         "stack": {"home": str(root / "home"), "kafka_controller_port": free_port()},
     }
-    path = root / "stack.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    cfg = load_config(path, env={})
-    local.up(cfg)
-    try:
-        yield raw
-    finally:
-        local.down(cfg)
+    yield from _running(root, raw)
 
 
 @pytest.fixture(scope="session")
@@ -57,14 +62,7 @@ def locked_stack(tmp_path_factory):
         "bridge": {"client_id": "huxue-bridge-lock"},
         "stack": {"home": str(root / "home"), "kafka_controller_port": free_port()},
     }
-    path = root / "stack.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    cfg = load_config(path, env={})
-    local.up(cfg)
-    try:
-        yield raw
-    finally:
-        local.down(cfg)
+    yield from _running(root, raw)
 
 
 @pytest.fixture

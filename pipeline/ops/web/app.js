@@ -204,14 +204,7 @@ function startAlarm(inc) {
   alarm.on = true;
   const ctx = audio();
   if (ctx) {
-    const gain = ctx.createGain();
-    gain.gain.value = 0.25;
-    gain.connect(ctx.destination);
-    const osc = ctx.createOscillator();
-    osc.type = "square";
-    osc.frequency.value = 880;
-    osc.connect(gain);
-    osc.start();
+    const { osc, gain } = tone(ctx, "square", 880, 0.25);
     alarm.nodes = { osc, gain };
     let high = true;
     alarm.timers.push(setInterval(() => { high = !high; osc.frequency.setValueAtTime(high ? 880 : 660, ctx.currentTime); }, 400));
@@ -232,16 +225,21 @@ function stopAlarm() {
 function chime() {
   const ctx = audio();
   if (!ctx) return;
-  const gain = ctx.createGain();
-  gain.gain.setValueAtTime(0.06, ctx.currentTime);
+  const { osc, gain } = tone(ctx, "sine", 523, 0.06);
   gain.gain.exponentialRampToValueAtTime(0.001, ctx.currentTime + 1.2);
+  osc.stop(ctx.currentTime + 1.2);
+}
+
+function tone(ctx, type, frequency, volume) {
+  const gain = ctx.createGain();
+  gain.gain.setValueAtTime(volume, ctx.currentTime);
   gain.connect(ctx.destination);
   const osc = ctx.createOscillator();
-  osc.type = "sine";
-  osc.frequency.value = 523;
+  osc.type = type;
+  osc.frequency.value = frequency;
   osc.connect(gain);
   osc.start();
-  osc.stop(ctx.currentTime + 1.2);
+  return { osc, gain };
 }
 
 // For tests and the curious: what the attention cues are doing now.
