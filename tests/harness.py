@@ -238,7 +238,10 @@ class Pipeline:
         device = self.probe_device
 
         def arrived() -> bool:
-            self.publish(device, {"event_id": f"{probe}-{time.monotonic_ns()}", "type": "device.heartbeat", "ts": iso_utc(time.time()), "attrs": {"probe": probe}})
+            # Not through publish(): a probe sent before the bridge subscribed is lost by
+            # design (no session yet), so it must not count among the events awaited later.
+            body = {"event_id": f"{probe}-{time.monotonic_ns()}", "type": "device.heartbeat", "ts": iso_utc(time.time()), "attrs": {"probe": probe}}
+            self.publisher.publish(f"huxue/v1/devices/{device}/events", dumps(body)).wait_for_publish(10)
             return any(r.get("attrs", {}).get("probe") == probe for r in self.events.records)
 
         wait_for(arrived, timeout, "the bridge to forward a probe", interval=0.5)
