@@ -27,7 +27,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 MOSQUITTO_CONF = REPO / "deploy" / "docker" / "mosquitto.conf"
-HUXUE_SERVICES = ("bridge", "worker")
+HUXUE_SERVICES = ("bridge", "worker", "notifier")
 CONFIG_IN_CONTAINER = "/etc/huxue/huxue.yaml"
 
 
@@ -328,7 +328,7 @@ def test_huxue_services_point_at_the_internal_listeners(services):
 
 
 def test_huxue_services_wait_for_healthy_brokers(services):
-    needs = {"bridge": {"kafka", "mosquitto"}, "worker": {"kafka"}}
+    needs = {"bridge": {"kafka", "mosquitto"}, "worker": {"kafka"}, "notifier": {"kafka"}}
     for name in HUXUE_SERVICES:
         deps = services[name]["depends_on"]
         assert isinstance(deps, dict), f"{name}: depends_on needs conditions (long syntax)"
