@@ -399,10 +399,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--into", help="rebuild: the store URL to build (default: the configured one, if empty)")
     s.set_defaults(func=cmd_console)
 
-    s = sub.add_parser("report", help="1-3-5 response report from the incident history (HTML with charts, or JSON)")
+    s = sub.add_parser("report", help="1-3-5 response report from the incident history (HTML or PDF with charts, or JSON)")
     s.add_argument("--since", default="7d", help="period: 7d, 24h, 30m, or an RFC 3339 time")
-    s.add_argument("--out", help="file to write (default: stdout for JSON, report.html for HTML)")
-    s.add_argument("--format", choices=["html", "json"], default="html")
+    s.add_argument("--out", help="file to write (default: stdout for JSON, report.html / report.pdf)")
+    s.add_argument("--format", choices=["html", "pdf", "json"], default="html")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("demo", help="the whole stack and a scripted panic, for a first look")

@@ -318,6 +318,15 @@ class Store:
             out.setdefault(r["post_id"], []).append({"officer_id": r["officer_id"], "since": r["at"]})
         return out
 
+    def first_record_at(self) -> float | None:
+        """The time of the earliest record kept, of any kind and school (None: empty)."""
+        times = []
+        for sql in ("SELECT MIN(at) AS t FROM timeline WHERE at <> ''", "SELECT MIN(opened_at) AS t FROM incidents", "SELECT MIN(changed_at) AS t FROM devices"):
+            for r in self._rows(sql):
+                if r["t"]:
+                    times.append(parse_ts(r["t"]))
+        return min(times, default=None)
+
     def dump(self) -> dict[str, list[dict[str, Any]]]:
         """Every derived table, in a stable order (used to compare a rebuild)."""
         keys = {"incidents": "incident_id", "timeline": "entry_id", "silences": "silence_id", "devices": "device_id", "rosters": "post_id, officer_id"}
