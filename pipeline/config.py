@@ -136,6 +136,29 @@ class ConsoleConfig:
     # HTTPS without a reverse proxy: PEM certificate (chain) and key, relative to the config file
     tls_cert: str = ""
     tls_key: str = ""
+    # "What to do" on an incident card, per rule (INCIDENT_RULES): each rule given here
+    # replaces its default (DEFAULT_CHECKLISTS); [] shows none for that rule.
+    checklists: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def checklist(self, rule: str) -> tuple[str, ...]:
+        return self.checklists.get(rule, DEFAULT_CHECKLISTS.get(rule, ()))
+
+
+# The `rule` of incidents the worker raises (pipeline/rules/*.py RULE/NAME; a unit test keeps
+# them in step: config cannot import the rules, which import the registry, which imports this).
+INCIDENT_RULES = ("panic", "corroborated", "face_watchlist", "plate_watchlist", "vehicle_loitering", "perimeter",
+                  "video_behaviour", "device_health", "post_staffing", "lockdown", "flood", "paging_health")
+DEFAULT_CHECKLISTS: dict[str, tuple[str, ...]] = {
+    "panic": ("Call the school's guard post", "Dispatch the nearest mobile unit", "Call the police station if the threat is confirmed",
+              "Inform the principal", "Keep the line open until a unit is on scene"),
+    "corroborated": ("Call the school's guard post", "Check the cameras of the zone", "Dispatch the nearest mobile unit"),
+    "perimeter": ("Check the cameras of the breached zone", "Send a guard to the fence line", "Call the police station if someone got in"),
+    "face_watchlist": ("Check the match against the watchlist photo", "Tell the gate guards who to look for", "Call the police station for a wanted person"),
+    "plate_watchlist": ("Check the plate read against the camera image", "Tell the gate guards the vehicle", "Call the police station for a wanted vehicle"),
+    "video_behaviour": ("Check the cameras of the zone", "Send a guard to the zone"),
+    "lockdown": ("Confirm every gate is shut", "Call the police station", "Inform the principal"),
+    "paging_health": ("Phone the people the failing receiver should reach", "Check the receiver (webhook, SMS gateway, mail server)"),
+}
 
 
 @dataclass(frozen=True)
@@ -368,8 +391,8 @@ class Topics:
         return f"{self.prefix}notifications"
 
     def deployment(self) -> list[str]:
-        """What `huxue stack up` creates: the contract's topics and the notifier's. (Not in
-        contract(): the worker ensures contract() and has no rights on notifications.)"""
+        """What `huxue stack up` creates (and the worker ensures): the contract's topics and
+        the notifier's, which the worker reads (rule paging_health) but never writes."""
         return [*self.contract(), self.notifications]
 
     def contract(self) -> list[str]:
@@ -512,6 +535,9 @@ def _validate(cfg: Config, where: Path) -> None:
         raise ConfigError(f"{where}: mqtt.ca_file {cfg.mqtt_ca_file()} not found")
     if ":" in cfg.bridge_client_id:
         raise ConfigError(f"{where}: bridge.client_id must not contain ':' (it is also the bridge's MQTT account)")
+    unknown_rules = sorted(set(cfg.console.checklists) - set(INCIDENT_RULES))
+    if unknown_rules:
+        raise ConfigError(f"{where}: console.checklists: unknown rule(s) {', '.join(unknown_rules)}; known: {', '.join(INCIDENT_RULES)}")
     for i, account in enumerate(cfg.console.accounts):
         at = f"{where}: console.accounts[{i}]"
         unknown = set(account) - {"username", "role", "school", "password_hash", "token_sha256"}

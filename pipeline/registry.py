@@ -19,6 +19,10 @@ from pipeline.records import DEVICE_KINDS
 DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 NOTIFY_ROLES = ("onsite", "mobile", "command")  # the roles of an alert's `notify` list
+CONTACT_ROLE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")  # guard_post, principal, police_station, ...
+# Loose on purpose (numbers are dialled by people): digits, spaces, '-', an optional leading '+'.
+PHONE = re.compile(r"^\+?[0-9][0-9 -]{1,30}[0-9]$")
+SITE_PLAN_TYPES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg")
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,19 @@ class Window:
 class Post:
     id: str
     required_officers: int = 2
+
+
+@dataclass(frozen=True)
+class Coordinates:
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True)
+class Contact:
+    role: str
+    name: str
+    phone: str
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,16 @@ class School:
     # Who is paged for this school, by the roles of an alert's `notify` list: role (onsite,
     # mobile, command) -> names of `notify.receivers` in the config (huxue notifier).
     notify: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Where and who, for the duty room: all optional. site_plan is an http(s) URL or an
+    # absolute path (a relative one in the file is resolved against the registry file).
+    address: str = ""
+    coordinates: Coordinates | None = None
+    contacts: tuple[Contact, ...] = ()
+    site_plan: str = ""
+
+    @property
+    def site_plan_is_url(self) -> bool:
+        return self.site_plan.startswith(("http://", "https://"))
 
     @property
     def tz(self) -> ZoneInfo:
@@ -119,7 +146,57 @@ def _time(value: Any, where: str) -> time:
         raise ConfigError(f"{where}: expected HH:MM, got {value!r}") from exc
 
 
-def _school(raw: dict[str, Any], where: str) -> School:
+def _coordinates(raw: Any, where: str) -> Coordinates | None:
+    if raw is None:
+        return None
+    ok = isinstance(raw, dict) and set(raw) == {"lat", "lon"} and all(
+        isinstance(raw[k], (int, float)) and not isinstance(raw[k], bool) for k in ("lat", "lon"))
+    if not ok:
+        raise ConfigError(f"{where}: coordinates must be {{lat: <number>, lon: <number>}}, got {raw!r}")
+    lat, lon = float(raw["lat"]), float(raw["lon"])
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise ConfigError(f"{where}: coordinates out of range (lat -90..90, lon -180..180): {lat}, {lon}")
+    return Coordinates(lat, lon)
+
+
+def _contacts(raw: Any, where: str) -> tuple[Contact, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: contacts must be a list of {{role, name, phone}}, got {raw!r}")
+    out = []
+    for i, c in enumerate(raw):
+        at = f"{where}: contacts[{i}]"
+        if not isinstance(c, dict) or set(c) - {"role", "name", "phone"}:
+            raise ConfigError(f"{at}: expected {{role, name, phone}}, got {c!r}")
+        role, phone = str(c.get("role", "")), c.get("phone")
+        if not CONTACT_ROLE.match(role):
+            raise ConfigError(f"{at}: role must be a lower-case word such as guard_post, principal, police_station; got {role!r}")
+        # YAML reads an unquoted 110 as a number: take it as the digits it is
+        phone = str(phone) if isinstance(phone, int) and not isinstance(phone, bool) else phone
+        if not isinstance(phone, str) or not PHONE.match(phone.strip()):
+            raise ConfigError(f"{at} ({role}): phone must be digits, spaces, '-' and an optional leading '+', got {phone!r}")
+        out.append(Contact(role=role, name=str(c.get("name") or ""), phone=phone.strip()))
+    return tuple(out)
+
+
+def _site_plan(raw: Any, base: Path, where: str) -> str:
+    """An http(s) URL as given, or a local image path made absolute. The file need not exist
+    yet: a missing picture must never stop the alarm pipeline (the console shows a placeholder)."""
+    if raw is None or raw == "":
+        return ""
+    if not isinstance(raw, str):
+        raise ConfigError(f"{where}: site_plan must be a path or an http(s) URL, got {raw!r}")
+    if "://" in raw:
+        if not raw.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: site_plan URL must be http:// or https://, got {raw!r}")
+        return raw
+    if Path(raw).suffix.lower() not in SITE_PLAN_TYPES:
+        raise ConfigError(f"{where}: site_plan must be an image ({', '.join(SITE_PLAN_TYPES)}), got {raw!r}")
+    return str((base / raw).resolve())
+
+
+def _school(raw: dict[str, Any], where: str, base: Path = Path(".")) -> School:
     if not isinstance(raw, dict) or not raw.get("id"):
         raise ConfigError(f"{where}: a school needs an id")
     sid = str(raw["id"])
@@ -158,6 +235,10 @@ def _school(raw: dict[str, Any], where: str) -> School:
         posts=posts,
         closed_dates=closed,
         notify={role: tuple(str(r) for r in names) for role, names in notify_raw.items()},
+        address=str(raw.get("address") or ""),
+        coordinates=_coordinates(raw.get("coordinates"), f"{where} ({sid})"),
+        contacts=_contacts(raw.get("contacts"), f"{where} ({sid})"),
+        site_plan=_site_plan(raw.get("site_plan"), base, f"{where} ({sid})"),
     )
 
 
@@ -207,7 +288,7 @@ def load_registry(path: str | Path) -> Registry:
         raise ConfigError(f"{path}: expected a mapping with schools: and devices:")
     schools: dict[str, School] = {}
     for i, raw in enumerate(data.get("schools") or []):
-        s = _school(raw, f"{path}: schools[{i}]")
+        s = _school(raw, f"{path}: schools[{i}]", path.resolve().parent)
         if s.id in schools:
             raise ConfigError(f"{path}: duplicate school id {s.id!r}")
         schools[s.id] = s

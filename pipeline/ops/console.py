@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from importlib import resources
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -31,7 +32,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.ops.auth import Account, Accounts, LoginThrottle
 from pipeline.ops.store import Change, Store
 from pipeline.records import INCIDENT_COMMANDS, SCHOOL_COMMANDS, Command, iso_utc, parse_ts
-from pipeline.registry import Registry
+from pipeline.registry import Registry, School
 from pipeline.rules.engine import check_target
 
 log = logging.getLogger("huxue.console")
@@ -40,6 +41,21 @@ END_OF_STREAM = object()  # put in a live stream's queue: the handler returns
 PING_SECONDS = 2  # a quiet stream still sends this often (app.js: stale after 5 s without)
 COOKIE = "huxue_session"
 ACCOUNT = web.RequestKey("account", Account)
+
+
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp", ".svg": "image/svg+xml"}
+
+
+def where_who(school: School) -> dict[str, Any]:
+    """A school's address, map position, contacts and site plan, as the console shows them. A
+    local site plan is served at its own authenticated URL (the file path stays private)."""
+    plan = school.site_plan if school.site_plan_is_url else (f"/api/schools/{quote(school.id, safe='')}/site-plan" if school.site_plan else "")
+    return {
+        "address": school.address,
+        "coordinates": {"lat": school.coordinates.lat, "lon": school.coordinates.lon} if school.coordinates else None,
+        "contacts": [{"role": c.role, "name": c.name, "phone": c.phone} for c in school.contacts],
+        "site_plan_url": plan,
+    }
 
 
 def _error(status: int, code: str, detail: str) -> web.Response:
@@ -77,6 +93,27 @@ def urgency(inc: dict[str, Any], now: float) -> tuple:
     )
 
 
+# The one table of what an operator may do on an open incident's card, by rule (app.js draws
+# these buttons; incident_command refuses the rest). The worker itself takes every incident
+# command on every incident, but nobody arrives at a device fault, a staffing gap or a flood
+# summary, and a lockdown is lifted (a school command: `resolve` would close it but keep the
+# incidents it holds back held).
+_NO_SCENE = ("ack", "resolve", "false_alarm")
+ACTIONS: dict[str, tuple[str, ...]] = {
+    "lockdown": ("lift_lockdown",), "device_health": _NO_SCENE, "paging_health": _NO_SCENE, "post_staffing": _NO_SCENE, "flood": _NO_SCENE,
+}
+DEFAULT_ACTIONS = INCIDENT_COMMANDS  # panic and the sensor-raised incidents: a unit may be sent
+CARD_COMMANDS = frozenset(DEFAULT_ACTIONS).union(*ACTIONS.values())
+
+
+def actions(inc: dict[str, Any]) -> list[str]:
+    """The buttons for this incident now: none once closed; ack and arrive only once."""
+    if inc["state"] != "open":
+        return []
+    done = {"ack": inc.get("acked_at"), "arrive": inc.get("arrived_at")}
+    return [a for a in ACTIONS.get(inc["rule"], DEFAULT_ACTIONS) if not done.get(a)]
+
+
 class Console:
     def __init__(self, cfg: Config, registry: Registry, store: Store, accounts: Accounts, send: Callable[[Command], None]):
         self.cfg, self.registry, self.store, self.accounts, self.send = cfg, registry, store, accounts, send
@@ -88,7 +125,10 @@ class Console:
 
     def incident_view(self, inc: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         school = self.registry.school(inc["school_id"])
-        return {**inc, "school_name": school.name if school else inc["school_id"], "next_deadline": next_deadline(inc, now or time.time())}
+        return {**inc, "school_name": school.name if school else inc["school_id"], "next_deadline": next_deadline(inc, now or time.time()),
+                # the card shows times on the school's clock, and who came (the console sends the unit as the arrive note; the CLI as --by)
+                "timezone": school.timezone if school else "UTC", "actions": actions(inc), "arrived_unit": inc.get("arrived_note") or inc.get("arrived_by") or "",
+                "checklist": list(self.cfg.console.checklist(inc["rule"]))}
 
     def sorted_incidents(self, rows: list[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
         """Open incidents by urgency (`urgency`), then the closed ones."""
@@ -115,6 +155,7 @@ class Console:
             "id": school_id,
             "name": school.name if school else school_id,
             "timezone": school.timezone if school else "UTC",
+            **(where_who(school) if school else {}),
             "devices": devices,
             "offline": [d for d in devices if d["status"] in ("offline", "problem")],
             "posts": posts,
@@ -222,7 +263,9 @@ class Console:
         return response
 
     async def me(self, request: web.Request) -> web.Response:
-        return web.json_response(request[ACCOUNT].public())
+        account: Account = request[ACCOUNT]
+        # the school-wide commands this account may send (the card hides the buttons it may not press)
+        return web.json_response({**account.public(), "school_commands": [c for c in SCHOOL_COMMANDS if account.may(c, account.school)]})
 
     async def incidents(self, request: web.Request) -> web.Response:
         account: Account = request[ACCOUNT]
@@ -278,17 +321,46 @@ class Console:
         if isinstance(body, web.Response):
             return body
         name = str(body.get("command", ""))
-        if name not in INCIDENT_COMMANDS:
-            return _error(400, "bad_command", f"command must be one of {', '.join(INCIDENT_COMMANDS)}")
+        if name not in CARD_COMMANDS:
+            return _error(400, "bad_command", f"command must be one of {', '.join(sorted(CARD_COMMANDS))}")
+        applicable = ACTIONS.get(inc["rule"], DEFAULT_ACTIONS)
+        if name not in applicable:
+            return _error(409, "not_applicable", f"{name} does not apply to a {inc['rule']} incident (it takes {', '.join(applicable)})")
         account: Account = request[ACCOUNT]
         if not account.may(name, inc["school_id"]):
             return _error(403, "forbidden", f"{account.username} may not {name} at {inc['school_id']}")
-        return await self._send(Command(command=name, incident_id=inc["incident_id"], school_id=inc["school_id"], by=account.username, note=str(body.get("note", ""))))
+        note = str(body.get("note", ""))
+        if name == "arrive":
+            # The contract's arrive has no unit field and `by` stays the signed-in operator, so
+            # the unit on scene travels as the arrive command's note (the card shows it).
+            note = str(body.get("unit") or "").strip()
+            if not note:
+                return _error(400, "unit_required", 'arrive needs the unit on scene, e.g. {"command": "arrive", "unit": "Mobile unit 3"}')
+        if name == "lift_lockdown":  # a school command: lifts this lockdown, the drill's or the real one
+            return await self._send(Command(command=name, school_id=inc["school_id"], by=account.username, note=note, exercise=inc["status"] == "Exercise"))
+        return await self._send(Command(command=name, incident_id=inc["incident_id"], school_id=inc["school_id"], by=account.username, note=note))
 
     async def schools(self, request: web.Request) -> web.Response:
         account: Account = request[ACCOUNT]
-        rows = [{"id": s.id, "name": s.name, "timezone": s.timezone} for s in sorted(self.registry.schools.values(), key=lambda s: s.id) if account.sees(s.id)]
+        rows = [{"id": s.id, "name": s.name, "timezone": s.timezone, **where_who(s)}
+                for s in sorted(self.registry.schools.values(), key=lambda s: s.id) if account.sees(s.id)]
         return web.json_response({"schools": rows})
+
+    async def site_plan(self, request: web.Request) -> web.StreamResponse:
+        """The school's own local site-plan image, and nothing else: the path comes from the
+        registry, never from the request."""
+        school_id = request.match_info["school_id"]
+        school = self.registry.school(school_id)
+        if school is None:
+            return _error(404, "not_found", f"no school {school_id}")
+        if not request[ACCOUNT].sees(school_id):
+            return _error(403, "forbidden", f"{request[ACCOUNT].username} may not see school {school_id}")
+        path = Path(school.site_plan) if school.site_plan and not school.site_plan_is_url else None
+        if path is None or not await self._db(path.is_file):
+            return _error(404, "not_found", f"no site plan file for school {school_id}")
+        # an SVG opened on its own must not run scripts with the console's origin
+        return web.FileResponse(path, headers={"Content-Type": IMAGE_TYPES[path.suffix.lower()], "Cache-Control": "private, max-age=300",
+                                               "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'"})
 
     async def school(self, request: web.Request) -> web.Response:
         school_id = request.match_info["school_id"]
@@ -371,6 +443,7 @@ class Console:
         app.router.add_post("/api/incidents/{incident_id}/commands", self.incident_command)
         app.router.add_get("/api/schools", self.schools)
         app.router.add_get("/api/schools/{school_id}", self.school)
+        app.router.add_get("/api/schools/{school_id}/site-plan", self.site_plan)
         app.router.add_post("/api/schools/{school_id}/commands", self.school_command)
         app.router.add_get("/api/stream", self.stream)
 

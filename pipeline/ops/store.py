@@ -24,6 +24,12 @@ from pipeline.records import dumps, loads, parse_ts
 
 MIGRATIONS = "pipeline.ops.migrations"
 TABLES = ("incidents", "timeline", "silences", "devices", "rosters")
+# An incident as it is read: its row plus the note of its arrival (from the console: the unit
+# on scene), taken from the timeline so that the table needs no column of its own.
+INCIDENT_SELECT = (
+    "SELECT *, (SELECT note FROM timeline t WHERE t.incident_id = incidents.incident_id AND t.kind = 'alert' AND t.stage = 'arrived' LIMIT 1)"
+    " AS arrived_note FROM incidents"
+)
 
 
 @dataclass(frozen=True)
@@ -292,11 +298,11 @@ class Store:
         if since:
             where.append("opened_at >= ?")
             params.append(since)
-        sql = "SELECT * FROM incidents" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY opened_at DESC LIMIT ?"
+        sql = INCIDENT_SELECT + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY opened_at DESC LIMIT ?"
         return [_incident(r) for r in self._rows(sql, (*params, int(limit)))]
 
     def incident(self, incident_id: str) -> dict[str, Any] | None:
-        rows = self._rows("SELECT * FROM incidents WHERE incident_id = ?", (incident_id,))
+        rows = self._rows(INCIDENT_SELECT + " WHERE incident_id = ?", (incident_id,))
         return _incident(rows[0]) if rows else None
 
     def timeline(self, incident_id: str) -> list[dict[str, Any]]:

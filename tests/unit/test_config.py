@@ -357,3 +357,47 @@ def test_kafka_security_combinations_are_checked(tmp_path, kafka, message):
     with pytest.raises(ConfigError, match=message) as exc:
         load_config(write(tmp_path, f"kafka:\n  {kafka}\n"), env={})
     assert "\n" not in str(exc.value)  # one line
+
+
+# --- console.checklists: "what to do" per rule ---------------------------------------------------
+
+
+def test_checklists_default_in_code_and_are_replaced_per_rule(tmp_path):
+    from pipeline.config import DEFAULT_CHECKLISTS
+
+    default = load_config(write(tmp_path, ""), env={}).console
+    assert default.checklist("panic") == DEFAULT_CHECKLISTS["panic"] and "Call the school's guard post" in default.checklist("panic")
+    assert default.checklist("device_health") == ()  # no default: no checklist
+    text = "console:\n  checklists:\n    panic: [Call the guard post, Send unit 3]\n    perimeter: []\n    device_health: [Call the installer]\n"
+    given = load_config(write(tmp_path, text), env={}).console
+    assert given.checklist("panic") == ("Call the guard post", "Send unit 3")
+    assert given.checklist("perimeter") == ()  # [] switches a default off
+    assert given.checklist("device_health") == ("Call the installer",)
+    assert given.checklist("face_watchlist") == DEFAULT_CHECKLISTS["face_watchlist"]  # the others keep theirs
+
+
+@pytest.mark.parametrize(
+    "checklists, message",
+    [
+        ("{panik: [Call]}", r"console.checklists: unknown rule\(s\) panik; known: panic, corroborated, .*paging_health"),
+        ("{panic: Call the guard post}", "console.checklists: expected a mapping of lists of strings"),
+        ("[panic]", "console.checklists: expected a mapping of lists of strings"),
+    ],
+)
+def test_checklist_errors(tmp_path, checklists, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, f"console:\n  checklists: {checklists}\n"), env={})
+
+
+def test_checklist_rules_are_the_rules_incidents_carry():
+    """config.INCIDENT_RULES (config cannot import the rules) in step with the rules themselves."""
+    from pipeline.config import DEFAULT_CHECKLISTS, INCIDENT_RULES
+    import sys
+
+    from pipeline.rules import engine
+
+    raised = {getattr(sys.modules[type(r).__module__], "RULE", None) for r in engine.RULES}
+    raised |= {"lockdown", "flood"}  # these raise incidents under their NAME (no RULE constant)
+    raised.discard(None)
+    assert set(INCIDENT_RULES) == raised
+    assert set(DEFAULT_CHECKLISTS) <= set(INCIDENT_RULES)

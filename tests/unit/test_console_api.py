@@ -89,7 +89,7 @@ def test_duty_officer_sees_all_schools_open_first_by_severity_then_age(world):
     async def scenario(client, sent, console):
         await login(client, "duty")
         me = await (await client.get("/api/me")).json()
-        assert me == {"username": "duty", "role": "duty_officer", "school": ""}
+        assert me == {"username": "duty", "role": "duty_officer", "school": "", "school_commands": []}  # no lockdown/silence buttons
         data = await (await client.get("/api/incidents?state=all")).json()
         incidents = data["incidents"]
         assert {i["school_id"] for i in incidents} == {"s1", "s2"}
@@ -148,6 +148,8 @@ def test_bad_commands_are_refused_with_reasons(world):
 def test_admin_token_silences_and_locks_down(world):
     async def scenario(client, sent, console):
         headers = {"Authorization": "Bearer admin-token"}
+        me = await (await client.get("/api/me", headers=headers)).json()
+        assert me["school_commands"] == ["silence", "unsilence", "lockdown", "lift_lockdown"]  # the card shows these buttons
         r = await client.post("/api/schools/s2/commands", headers=headers, json={"command": "silence", "scope": {"zone": "gate"}, "duration_seconds": 600, "reason": "works"})
         assert r.status == 202
         r = await client.post("/api/schools/s2/commands", headers=headers, json={"command": "lockdown", "reason": "armed person nearby"})
@@ -324,3 +326,134 @@ def test_unacknowledged_real_panics_come_first_by_deadline_then_severity_then_dr
     ]
     ordered = [r["incident_id"] for r in sorted(rows, key=lambda r: urgency(r, now))]
     assert ordered == ["overdue-panic", "fresh-panic", "acked-panic", "fence", "crowd", "drill-panic", "drill-fence"]
+
+
+def test_each_incident_kind_offers_only_the_actions_that_apply():
+    from pipeline.ops.console import actions
+
+    panic = {"rule": "panic", "state": "open"}
+    assert actions(panic) == ["ack", "arrive", "resolve", "false_alarm"]
+    assert actions({**panic, "acked_at": "t"}) == ["arrive", "resolve", "false_alarm"]
+    assert actions({**panic, "acked_at": "t", "arrived_at": "t"}) == ["resolve", "false_alarm"]
+    assert actions({**panic, "state": "closed"}) == []
+    assert actions({"rule": "lockdown", "state": "open"}) == ["lift_lockdown"]  # lifted, never "arrived"
+    assert "arrive" not in actions({"rule": "device_health", "state": "open"}) and "arrive" in actions({"rule": "perimeter", "state": "open"})
+
+
+def _card_store(path):
+    """A store with what the engine made of: a real panic at s1 attended by a named unit, a
+    real panic at s2 nobody attended yet, and a drill lockdown at s1."""
+    from pipeline.config import EscalationConfig
+    from pipeline.ops.store import Record
+    from pipeline.records import Command
+    from pipeline.rules import engine
+    from pipeline.rules.state import Context, SchoolState
+    from streams import _event
+
+    reg = registry()
+    ctx = Context(EscalationConfig(60, 180, 300), reg)
+    now = time.time() - 100
+    s1, s2 = SchoolState(school_id="s1", partition=0), SchoolState(school_id="s2", partition=1)
+    alerts = []
+    out = engine.on_event(s1, _event(reg.device("s1-btn-1"), "panic.pressed", now, 1), now, ctx)
+    panic = out.alerts[0].incident_id
+    alerts += out.alerts
+    out = engine.on_command(out.state, Command("arrive", by="duty", incident_id=panic, school_id="s1", note="Mobile unit 3", command_id="c-1"), now + 5, ctx)
+    alerts += out.alerts
+    out = engine.on_command(out.state, Command("lockdown", by="admin", school_id="s1", reason="intruder drill", command_id="c-2", exercise=True), now + 6, ctx)
+    alerts += out.alerts
+    other = engine.on_event(s2, _event(reg.device("s2-btn-1"), "panic.pressed", now, 2), now, ctx)
+    alerts += other.alerts
+    store = Store(f"sqlite:///{path / 'card.sqlite3'}")
+    store.apply([Record("alert", "huxue.alerts", 0, i, a.school_id, a.to_dict()) for i, a in enumerate(alerts)])
+    return store, panic, out.alerts[0].incident_id, other.alerts[0].incident_id
+
+
+def test_the_card_record_school_zone_unit_on_scene_and_lifting_a_lockdown(world, tmp_path):
+    store, panic, lockdown, unattended = _card_store(tmp_path)
+    assert store.incident(panic)["arrived_note"] == "Mobile unit 3" and store.incident(unattended)["arrived_note"] is None
+
+    async def scenario(client, sent, console):
+        console.store = store
+        await login(client, "duty")
+        views = {i["incident_id"]: i for i in (await (await client.get("/api/incidents")).json())["incidents"]}
+        assert views[panic]["timezone"] == "Asia/Shanghai"
+        # who came is the unit; who reported it stays on record apart
+        assert (views[panic]["arrived_unit"], views[panic]["arrived_by"], views[panic]["actions"]) == ("Mobile unit 3", "duty", ["ack", "resolve", "false_alarm"])
+        assert (views[lockdown]["rule"], views[lockdown]["actions"], views[unattended]["arrived_unit"]) == ("lockdown", ["lift_lockdown"], "")
+        post = lambda iid, body, **kw: client.post(f"/api/incidents/{iid}/commands", json=body, **kw)  # noqa: E731
+        r = await post(lockdown, {"command": "arrive", "unit": "Mobile unit 3"})
+        assert r.status == 409 and (await r.json())["error"] == "not_applicable"
+        for body in ({"command": "arrive"}, {"command": "arrive", "unit": "  "}, {"command": "arrive", "note": "Mobile unit 3"}):
+            r = await post(unattended, body)
+            assert r.status == 400 and (await r.json())["error"] == "unit_required", body
+        assert (await post(unattended, {"command": "arrive", "unit": " Mobile unit 4 "})).status == 202
+        assert (sent[-1].command, sent[-1].note, sent[-1].by) == ("arrive", "Mobile unit 4", "duty")
+        assert (await post(lockdown, {"command": "lift_lockdown"})).status == 403  # an admin's command
+        r = await post(lockdown, {"command": "lift_lockdown", "note": "all clear"}, headers={"Authorization": "Bearer admin-token"})
+        assert r.status == 202
+        lift = sent[-1]  # the school command, for the drill lockdown this card is
+        assert (lift.command, lift.school_id, lift.exercise, lift.incident_id, lift.by, lift.note) == ("lift_lockdown", "s1", True, "", "admin", "all clear")
+        assert len(sent) == 2
+
+    run(world, scenario)
+
+
+# --- where and who (issue 11) ---------------------------------------------------------------
+
+
+def test_schools_carry_where_and_who_and_incidents_their_checklist(world, tmp_path):
+    """/api/schools and /api/schools/{id}: address, coordinates, contacts, site plan; each
+    incident its rule's checklist (config, else the defaults); the site plan of a local file
+    is served at its own authenticated URL and no other file is."""
+    import dataclasses
+
+    from pipeline.config import ConsoleConfig
+    from pipeline.registry import Contact, Coordinates
+
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
+    (tmp_path / "s1.png").write_bytes(png)
+    reg = registry()
+    s1 = dataclasses.replace(reg.schools["s1"], address="1 Gate Road, Chengdu", coordinates=Coordinates(30.65, 104.07),
+                             contacts=(Contact("guard_post", "North gate", "+86 28 6555 0001"),), site_plan=str(tmp_path / "s1.png"))
+    s2 = dataclasses.replace(reg.schools["s2"], site_plan="https://maps.example.cn/s2.jpg")
+    reg = dataclasses.replace(reg, schools={**reg.schools, "s1": s1, "s2": s2})
+    cfg = Config(console=ConsoleConfig(checklists={"perimeter": ("Walk the fence",)}))
+    store, accounts = world
+
+    async def go():
+        console = Console(cfg, reg, store, accounts, [].append)
+        async with TestClient(TestServer(console.app())) as client:
+            assert (await client.get("/api/schools/s1/site-plan")).status == 401
+            await login(client, "duty")
+            schools = {s["id"]: s for s in (await (await client.get("/api/schools")).json())["schools"]}
+            assert schools["s1"] == {
+                "id": "s1", "name": "School S1", "timezone": "Asia/Shanghai", "address": "1 Gate Road, Chengdu",
+                "coordinates": {"lat": 30.65, "lon": 104.07}, "contacts": [{"role": "guard_post", "name": "North gate", "phone": "+86 28 6555 0001"}],
+                "site_plan_url": "/api/schools/s1/site-plan",  # the file's path stays on the server
+            }
+            assert schools["s2"]["site_plan_url"] == "https://maps.example.cn/s2.jpg" and schools["s2"]["coordinates"] is None
+            detail = await (await client.get("/api/schools/s1")).json()
+            assert detail["address"] == "1 Gate Road, Chengdu" and detail["contacts"][0]["phone"] == "+86 28 6555 0001"
+
+            plan = await client.get("/api/schools/s1/site-plan")
+            assert plan.status == 200 and plan.headers["Content-Type"] == "image/png" and await plan.read() == png
+            assert "sandbox" in plan.headers["Content-Security-Policy"]  # an SVG opened alone runs no script
+            assert (await client.get("/api/schools/s2/site-plan")).status == 404  # a URL: linked, not proxied
+            assert (await client.get("/api/schools/nowhere/site-plan")).status == 404
+            assert (await client.get("/api/schools/s1/site-plan/../../etc/passwd")).status == 404
+
+            incidents = (await (await client.get("/api/incidents?state=all")).json())["incidents"]
+            by_rule = {i["rule"]: i["checklist"] for i in incidents}
+            assert "Call the school's guard post" in by_rule["panic"] and by_rule["device_health"] == []  # the defaults
+            view = console.incident_view({**incidents[0], "rule": "perimeter"})
+            assert view["checklist"] == ["Walk the fence"]  # the configured one
+
+            await client.post("/api/logout", json={})
+            await login(client, "guard1")  # school s1 only
+            assert (await client.get("/api/schools/s1/site-plan")).status == 200
+            assert (await client.get("/api/schools/s2/site-plan")).status == 403
+            (tmp_path / "s1.png").unlink()
+            assert (await client.get("/api/schools/s1/site-plan")).status == 404  # missing file: the page shows a placeholder
+
+    asyncio.run(go())

@@ -163,3 +163,85 @@ def test_same_external_name_in_two_ecosystems_is_fine(tmp_path):
     )
     assert reg.by_external("frigate", "x").id == "d1"
     assert reg.by_external("zigbee2mqtt", "x").id == "d2"
+
+
+# --- where and who: address, coordinates, contacts, site plan (all optional) ------------------
+
+WHERE_WHO = """\
+schools:
+  - id: s1
+    address: "18 Zixing Road, Jinjiang District, Chengdu"
+    coordinates: {lat: 30.6571, lon: 104.0817}
+    contacts:
+      - {role: guard_post, name: Main gate, phone: "+86 28 6555 0001"}
+      - {role: police_station, name: Jinjiang Police Station, phone: 110}
+      - {role: principal, phone: 028-6555-0002}
+    site_plan: plans/s1.png
+  - id: s2
+    site_plan: https://maps.example.cn/s2/plan.jpg
+"""
+
+
+def test_where_and_who_are_typed_on_the_school(tmp_path):
+    from pipeline.registry import Contact, Coordinates
+
+    reg = load_registry(write(tmp_path, WHERE_WHO))
+    s1 = reg.school("s1")
+    assert s1.address == "18 Zixing Road, Jinjiang District, Chengdu"
+    assert s1.coordinates == Coordinates(30.6571, 104.0817)
+    assert s1.contacts == (
+        Contact("guard_post", "Main gate", "+86 28 6555 0001"),
+        Contact("police_station", "Jinjiang Police Station", "110"),  # YAML's number, as its digits
+        Contact("principal", "", "028-6555-0002"),
+    )
+    # a relative site plan is resolved against the registry file, not the working directory
+    assert s1.site_plan == str((tmp_path / "plans" / "s1.png").resolve()) and not s1.site_plan_is_url
+    s2 = reg.school("s2")
+    assert s2.site_plan == "https://maps.example.cn/s2/plan.jpg" and s2.site_plan_is_url
+    assert (s2.address, s2.coordinates, s2.contacts) == ("", None, ())
+
+
+def test_where_and_who_from_json_equal_yaml(tmp_path):
+    import json
+
+    import yaml
+
+    (tmp_path / "r.json").write_text(json.dumps(yaml.safe_load(WHERE_WHO)))
+    assert load_registry(tmp_path / "r.json").schools == load_registry(write(tmp_path, WHERE_WHO)).schools
+
+
+@pytest.mark.parametrize(
+    "school, match",
+    [
+        ("coordinates: {lat: 91, lon: 104}", "coordinates out of range"),
+        ("coordinates: {lat: 30.6, lon: -180.5}", "coordinates out of range"),
+        ("coordinates: {lat: 30.6}", r"coordinates must be \{lat: <number>, lon: <number>\}"),
+        ("coordinates: {lat: '30.6', lon: 104}", "coordinates must be"),
+        ("coordinates: {lat: true, lon: 104}", "coordinates must be"),
+        ("coordinates: [30.6, 104]", "coordinates must be"),
+        ("contacts: {role: principal, phone: '1'}", "contacts must be a list"),
+        ("contacts: [{role: principal}]", r"contacts\[0\] \(principal\): phone must be digits"),
+        ("contacts: [{role: principal, phone: call me}]", "phone must be digits"),
+        ("contacts: [{role: principal, phone: '+86 (28) 6555'}]", "phone must be digits"),
+        ("contacts: [{role: principal, phone: '12', email: a@b.c}]", r"contacts\[0\]: expected \{role, name, phone\}"),
+        ("contacts: [{role: Head Teacher, phone: '123'}]", "role must be a lower-case word"),
+        ("contacts: [{phone: '123'}]", "role must be"),
+        ("site_plan: ftp://files.example/plan.png", "site_plan URL must be http:// or https://"),
+        ("site_plan: plans/s1.pdf", r"site_plan must be an image \(.png"),
+        ("site_plan: 42", "site_plan must be a path or an http"),
+    ],
+)
+def test_where_and_who_errors_name_the_school(tmp_path, school, match):
+    path = write(tmp_path, f"schools:\n  - id: ok\n  - id: s9\n    {school}\n")
+    with pytest.raises(ConfigError, match=match) as exc:
+        load_registry(path)
+    assert "schools[1] (s9)" in str(exc.value) and str(path) in str(exc.value)
+
+
+def test_sample_schools_are_placed_in_one_city_with_people_to_call(sample):
+    for s in sample.schools.values():
+        assert s.address and s.coordinates, s.id
+        assert abs(s.coordinates.lat - 30.66) < 0.15 and abs(s.coordinates.lon - 104.06) < 0.15, s.id
+        assert {c.role for c in s.contacts} >= {"guard_post", "principal", "police_station"}, s.id
+    plan = sample.school("zx-01").site_plan
+    assert Path(plan).is_file() and plan.endswith(".svg")  # shipped with the package

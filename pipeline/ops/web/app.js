@@ -90,6 +90,20 @@ function stageWords(stage) {
   return joined ? `more evidence (#${joined[1]})` : (STAGE_WORDS[stage] || stage);
 }
 
+// A card's times are on the school's clock (its registry timezone, `inc.timezone`), not this
+// browser's: a duty room may watch schools in other zones. The date shows when not today there.
+function schoolTime(iso, tz) {
+  const at = new Date(iso);
+  const day = (d) => new Intl.DateTimeFormat("en-CA", { timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit" }).format(d);
+  const time = new Intl.DateTimeFormat([], { timeZone: tz, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false }).format(at);
+  return day(at) === day(new Date()) ? time : `${day(at)} ${time}`;
+}
+
+function zoneLabel(tz) {  // e.g. "GMT+8 (Asia/Shanghai)": the short name the browser knows, and the zone
+  const short = new Intl.DateTimeFormat([], { timeZone: tz, timeZoneName: "short" }).formatToParts(new Date()).find((p) => p.type === "timeZoneName");
+  return `${short ? short.value : ""} (${tz})`.trim();
+}
+
 function countdown(inc) {
   const d = inc.next_deadline;
   if (!d) return "";
@@ -102,36 +116,88 @@ function webUrl(u) {
   return typeof u === "string" && /^https?:\/\//i.test(u) ? u : "";
 }
 
+// A snapshot that does not load (NVR down, expired link) becomes a text placeholder, not a
+// broken-image icon; remembered, so re-renders do not try it again. Clips are links only.
+const brokenMedia = new Set();
+
+document.addEventListener("error", (e) => {
+  const img = e.target;
+  if (!(img instanceof HTMLImageElement) || !img.closest(".evidence")) return;
+  brokenMedia.add(img.getAttribute("src"));
+  const gone = document.createElement("span");
+  gone.className = "media-missing";
+  gone.textContent = "snapshot unavailable";
+  (img.closest("a") || img).replaceWith(gone);
+}, true);  // capture: error events do not bubble
+
 function evidence(inc) {
   return (inc.evidence || []).slice(-6).map((e) => {
     const m = e.media || {};
     const thumb = webUrl(m.thumbnail_url) || webUrl(m.snapshot_url);
-    const img = thumb ? `<a href="${esc(webUrl(m.snapshot_url) || thumb)}" target="_blank" rel="noopener noreferrer"><img src="${esc(thumb)}" alt="snapshot" loading="lazy"></a>` : "";
+    const img = !thumb ? "" : brokenMedia.has(thumb) ? '<span class="media-missing">snapshot unavailable</span>'
+      : `<a href="${esc(webUrl(m.snapshot_url) || thumb)}" target="_blank" rel="noopener noreferrer"><img src="${esc(thumb)}" alt="snapshot" loading="lazy"></a>`;
     const clip = webUrl(m.clip_url) ? ` <a href="${esc(m.clip_url)}" target="_blank" rel="noopener noreferrer">clip</a>` : (m.clip_url ? ` <span class="meta">clip: ${esc(m.clip_url)}</span>` : "");
     const other = !thumb && (m.thumbnail_url || m.snapshot_url) ? ` <span class="meta">media: ${esc(m.thumbnail_url || m.snapshot_url)}</span>` : "";
     return `<div>${img}${esc(e.type)} · ${esc(e.device_id)}${clip}${other}</div>`;
   }).join("");
 }
 
+// The buttons are the server's `inc.actions` (console.py ACTIONS, the one table of what applies
+// to which incident). Arrived first asks, inline, for the unit on scene: it is required.
+const ACTION_LABELS = { ack: "Acknowledge", resolve: "Resolve", false_alarm: "False alarm", lift_lockdown: "Lift lockdown" };
+const arriving = new Map();  // incident id -> {unit, error} while its prompt is open (outlives re-renders)
+
+const drafts = new Map();  // incident id -> the note being typed (outlives live re-renders)
+
+function permitted(a) {  // a school-wide command (lift_lockdown) only for who may send it
+  return a !== "lift_lockdown" || (state.me?.school_commands || []).includes(a);
+}
+
+function actionButtons(inc) {
+  return (inc.actions || []).filter(permitted).map((a) => (a === "arrive" ? "<button data-arrive>Arrived</button>"
+    : `<button ${a === "ack" ? 'class="primary" ' : ""}data-command="${esc(a)}">${esc(ACTION_LABELS[a] || a)}</button>`)).join("");
+}
+
+function unitPrompt(inc) {
+  const p = arriving.get(inc.incident_id);
+  if (!p || !(inc.actions || []).includes("arrive")) return "";
+  return `<div class="actions unit-prompt"><input data-unit placeholder="unit on scene, e.g. Mobile unit 3" aria-label="unit on scene" value="${esc(p.unit)}">
+    <button class="primary" data-confirm-arrive>Confirm arrival</button> <button data-cancel-arrive>Cancel</button>
+    <span class="error" data-unit-error>${esc(p.error)}</span></div>`;
+}
+
+async function confirmArrival(id, button) {
+  const p = arriving.get(id);
+  p.unit = p.unit.trim();
+  if (!p.unit) { p.error = "Enter the unit on scene."; render(); return; }
+  button.disabled = true;
+  try {
+    await api(`/api/incidents/${encodeURIComponent(id)}/commands`, { method: "POST", body: JSON.stringify({ command: "arrive", unit: p.unit }) });
+    arriving.delete(id);
+    toast(`arrive (${p.unit}) sent for ${id}`);
+  } catch (err) {
+    p.error = `Not sent: ${err.message}`;
+  }
+  render();
+}
+
 function card(inc) {
   const open = inc.state === "open";
   const badges = (inc.status === "Exercise" ? '<span class="badge drill">DRILL</span>' : "") + (inc.held ? `<span class="badge held">held: ${esc(inc.held)}</span>` : "");
   const buttons = open ? `<div class="actions">
-      <input placeholder="note" aria-label="note">
-      ${inc.acked_at ? "" : '<button class="primary" data-command="ack">Acknowledge</button>'}
-      ${inc.arrived_at ? "" : '<button data-command="arrive">Arrived</button>'}
-      <button data-command="resolve">Resolve</button>
-      <button data-command="false_alarm">False alarm</button></div>` : "";
+      <input data-note placeholder="note" aria-label="note" value="${esc(drafts.get(inc.incident_id) || "")}">
+      ${actionButtons(inc)}</div>${unitPrompt(inc)}` : "";
   const loud = unacknowledgedPanic(inc) && inc.status !== "Exercise" && !alarm.muted.has(inc.incident_id);
   return `<article class="card ${esc(inc.severity)} ${inc.held ? "held" : ""} ${loud ? "alarm" : ""}" data-incident="${esc(inc.incident_id)}">
     <div class="top"><span class="sev">${esc(inc.severity)}</span>${badges}
       <span class="school-link" data-school="${esc(inc.school_id)}">${esc(inc.school_name)}</span></div>
     <div class="headline">${esc(inc.rule === "panic" ? `PANIC — ${inc.school_name}${inc.zone ? `, ${inc.zone}` : ""}` : inc.headline)}</div>
     ${unacknowledgedPanic(inc) ? `<div class="unacked">NOT ACKNOWLEDGED</div>${loud ? ' <button class="mute" data-mute>Mute on this screen</button>' : ""}` : ""}
-    <div class="meta">${esc(inc.rule)} · <span class="stage" data-stage="${esc(inc.stage)}">${esc(stageWords(inc.stage))}</span> · opened ${new Date(inc.opened_at).toLocaleTimeString()}
-      ${inc.acked_by ? ` · acknowledged by ${esc(inc.acked_by)}` : ""}${inc.arrived_by ? ` · on scene: ${esc(inc.arrived_by)}` : ""}
+    <div class="meta">${esc(inc.rule)} · <span class="stage" data-stage="${esc(inc.stage)}">${esc(stageWords(inc.stage))}</span> · opened ${esc(schoolTime(inc.opened_at, inc.timezone || "UTC"))}
+      ${inc.acked_by ? ` · acknowledged by ${esc(inc.acked_by)}` : ""}${inc.arrived_at ? ` · on scene: <span class="unit">${esc(inc.arrived_unit)}</span>${inc.arrived_by && inc.arrived_by !== inc.arrived_unit ? ` (reported by ${esc(inc.arrived_by)})` : ""}` : ""}
       ${inc.closed_by ? ` · closed by ${esc(inc.closed_by)}` : ""} · <span class="meta">${esc(inc.incident_id)}</span></div>
     ${open ? countdown(inc) : ""}
+    ${open ? whereWho(inc) + checklistBox(inc) : ""}
     <div class="evidence">${evidence(inc)}</div>
     ${buttons}
     ${timelineBox(inc)}
@@ -145,18 +211,19 @@ const timelines = new Map();  // incident id -> rendered rows, for the open ones
 function timelineBox(inc) {
   const rows = timelines.get(inc.incident_id);
   return `<details class="timeline" data-timeline="${esc(inc.incident_id)}" ${rows !== undefined ? "open" : ""}>
-    <summary>Timeline</summary><div class="rows">${rows || ""}</div></details>`;
+    <summary>Timeline <span class="meta tz">times in ${esc(zoneLabel(inc.timezone || "UTC"))}</span></summary><div class="rows">${rows || ""}</div></details>`;
 }
 
-function timelineRow(t) {
+function timelineRow(t, tz) {
   const what = t.kind === "alert" ? stageWords(t.stage) : t.kind === "notification" ? t.headline : `${t.kind}: ${t.stage}`;
-  const at = new Date(t.at).toLocaleTimeString([], { hour12: false });
+  const at = schoolTime(t.at, tz);
   return `<div class="tl ${esc(t.kind)}"><span class="meta">${esc(at)}</span> ${esc(what)}${t.actor && t.kind !== "notification" ? ` · ${esc(t.actor)}` : ""}${t.note ? ` — ${esc(t.note)}` : ""}</div>`;
 }
 
 async function loadTimeline(id) {
   const { timeline } = await api(`/api/incidents/${encodeURIComponent(id)}/timeline`);
-  timelines.set(id, timeline.map(timelineRow).join("") || '<div class="meta">nothing yet</div>');
+  const tz = state.incidents.get(id)?.timezone || "UTC";
+  timelines.set(id, timeline.map((t) => timelineRow(t, tz)).join("") || '<div class="meta">nothing yet</div>');
   render();
 }
 
@@ -249,7 +316,10 @@ function render() {
   const all = [...state.incidents.values()].filter(visible);
   const open = ordered(all.filter((i) => i.state === "open"));
   const closed = all.filter((i) => i.state !== "open").sort((a, b) => b.updated_at.localeCompare(a.updated_at)).slice(0, 30);
+  const active = document.activeElement?.matches("[data-unit], [data-note]") ? document.activeElement : null;
+  const typing = active && { id: active.closest("[data-incident]").dataset.incident, field: active.matches("[data-unit]") ? "[data-unit]" : "[data-note]" };
   $("#incidents").innerHTML = open.map(card).join("") || '<p class="meta">No open incidents.</p>';
+  if (typing) focusField(typing.id, typing.field);  // a live update re-rendered the card being typed into
   $("#closed").innerHTML = closed.map(card).join("");
   $("#open-count").textContent = `(${open.length})`;
   const rules = new Set([...state.incidents.values()].map((i) => i.rule));
@@ -257,6 +327,7 @@ function render() {
   for (const r of rules) if (![...sel.options].some((o) => o.value === r)) sel.add(new Option(r, r));
   tick();
   attention();
+  if (!$("#map").hidden) drawMap();
 }
 
 function tick() {
@@ -275,14 +346,23 @@ document.addEventListener("click", async (e) => {
   if (e.target.id === "sound") { attention(); return; }
   const mute = e.target.closest("button[data-mute]");
   if (mute) { alarm.muted.add(mute.closest("[data-incident]").dataset.incident); render(); return; }
+  const arrive = e.target.closest("button[data-arrive], button[data-confirm-arrive], button[data-cancel-arrive]");
+  if (arrive) {
+    const id = arrive.closest("[data-incident]").dataset.incident;
+    if (arrive.matches("[data-arrive]")) { arriving.set(id, arriving.get(id) || { unit: "", error: "" }); render(); focusField(id, "[data-unit]"); }
+    if (arrive.matches("[data-cancel-arrive]")) { arriving.delete(id); render(); }
+    if (arrive.matches("[data-confirm-arrive]")) await confirmArrival(id, arrive);
+    return;
+  }
   const button = e.target.closest("button[data-command]");
   if (button) {
     const cardEl = button.closest("[data-incident]");
     const id = cardEl.dataset.incident;
-    const note = cardEl.querySelector("input")?.value || "";
+    const note = cardEl.querySelector("[data-note]")?.value || "";
     button.disabled = true;
     try {
       await api(`/api/incidents/${encodeURIComponent(id)}/commands`, { method: "POST", body: JSON.stringify({ command: button.dataset.command, note }) });
+      drafts.delete(id);
       toast(`${button.dataset.command} sent for ${id}`);
     } catch (err) {
       toast(`Not sent: ${err.message}`);
@@ -312,6 +392,123 @@ async function openSchool(id) {
     <table><tr><th>device</th><th>kind</th><th>zone</th><th>status</th></tr>${offline || '<tr><td colspan="4">all reporting</td></tr>'}</table>`;
   $("#school").hidden = false;
 }
+
+// Where and who: the school's address, people to call, site plan and the rule's checklist,
+// on each open card. Schools come from /api/schools (state.schools); checklist ticks are
+// local to this page and survive re-renders.
+const ROLE_WORDS = { guard_post: "Guard post", principal: "Principal", police_station: "Police station" };
+const brokenPlans = new Set();  // site-plan URLs that failed to load: shown as text from then on
+const ticked = new Map();  // incident id -> Set of ticked checklist items
+
+function roleWords(role) {
+  return ROLE_WORDS[role] || String(role).replace(/_/g, " ");
+}
+
+// Our own authenticated URL, or an http(s) one; anything else is not loaded.
+function planUrl(u) {
+  return typeof u === "string" && /^\/api\/schools\/[^/]+\/site-plan$/.test(u) ? u : webUrl(u);
+}
+
+function sitePlan(s) {
+  const url = planUrl(s.site_plan_url);
+  if (!url) return "";
+  if (brokenPlans.has(url)) return '<span class="plan-missing">site plan unavailable</span>';
+  return `<a class="plan" href="${esc(url)}" target="_blank" rel="noopener noreferrer"><img class="site-plan" src="${esc(url)}" alt="site plan"></a>`;
+}
+
+function whereWho(inc) {
+  const s = state.schools.get(inc.school_id);
+  if (!s) return "";
+  const calls = (s.contacts || []).map((c) => `<a class="call" href="tel:${esc(String(c.phone).replace(/[^0-9+]/g, ""))}">
+    ${esc(roleWords(c.role))}${c.name ? ` · ${esc(c.name)}` : ""} <span class="phone">${esc(c.phone)}</span></a>`).join("");
+  if (!s.address && !calls && !s.site_plan_url) return "";
+  return `<div class="where-who"><div class="where"><div class="school-name">${esc(s.name)}</div>
+      ${s.address ? `<div class="address">${esc(s.address)}</div>` : ""}<div class="contacts">${calls}</div></div>${sitePlan(s)}</div>`;
+}
+
+function checklistBox(inc) {
+  const items = inc.checklist || [];
+  if (!items.length) return "";
+  const done = ticked.get(inc.incident_id) || new Set();
+  return `<fieldset class="checklist"><legend>What to do</legend>${items.map((item, i) => `<label>
+    <input type="checkbox" data-check="${i}" ${done.has(i) ? "checked" : ""}> ${esc(item)}</label>`).join("")}</fieldset>`;
+}
+
+document.addEventListener("change", (e) => {
+  if (!e.target.matches("input[data-check]")) return;
+  const id = e.target.closest("[data-incident]").dataset.incident;
+  const done = ticked.get(id) || new Set();
+  const i = Number(e.target.dataset.check);
+  if (e.target.checked) done.add(i); else done.delete(i);
+  ticked.set(id, done);
+});
+
+// An image that fails (missing file, unreachable NVR) becomes text, not a broken-image icon.
+// `error` does not bubble: listen in the capture phase.
+document.addEventListener("error", (e) => {
+  const img = e.target;
+  if (!(img instanceof HTMLImageElement) || !img.classList.contains("site-plan")) return;
+  brokenPlans.add(img.getAttribute("src"));
+  const link = img.closest("a.plan");
+  if (link && link.parentNode) link.outerHTML = '<span class="plan-missing">site plan unavailable</span>';  // else: re-rendered already
+}, true);
+
+// The map: an inline SVG of the schools' coordinates (equirectangular, fitted to their
+// bounding box; no tiles, nothing external). A school with open incidents takes the colour of
+// its most urgent one, and flashes while that one is real and unacknowledged; a click filters the incident list to it (again: all).
+const MAP = { width: 900, height: 520, margin: 40, labels: 240 };  // labels: room kept right of the dots
+
+function project(placed) {
+  const lat0 = placed.reduce((sum, s) => sum + s.coordinates.lat, 0) / placed.length;
+  const kx = Math.cos((lat0 * Math.PI) / 180);  // a degree of longitude is shorter away from the equator
+  const xs = placed.map((s) => s.coordinates.lon * kx), ys = placed.map((s) => -s.coordinates.lat);
+  const [minX, minY] = [Math.min(...xs), Math.min(...ys)];
+  const spanX = Math.max(Math.max(...xs) - minX, 1e-6), spanY = Math.max(Math.max(...ys) - minY, 1e-6);
+  const room = MAP.width - 2 * MAP.margin - MAP.labels;
+  const scale = Math.min(room / spanX, (MAP.height - 2 * MAP.margin) / spanY);
+  const ox = MAP.margin + (room - spanX * scale) / 2, oy = (MAP.height - spanY * scale) / 2;
+  return (s) => [ox + (s.coordinates.lon * kx - minX) * scale, oy + (-s.coordinates.lat - minY) * scale];
+}
+
+function drawMap() {
+  const schools = [...state.schools.values()];
+  const placed = schools.filter((s) => s.coordinates);
+  const worst = new Map();  // school -> its most urgent open incident
+  for (const inc of ordered([...state.incidents.values()].filter((i) => i.state === "open"))) if (!worst.has(inc.school_id)) worst.set(inc.school_id, inc);
+  const at = placed.length ? project(placed) : null;
+  const selected = $("#f-school").value;
+  const dots = placed.map((s) => {
+    const [x, y] = at(s);
+    const inc = worst.get(s.id);
+    const waiting = inc && !inc.acked_at && inc.status !== "Exercise";  // only what still needs someone flashes
+    const cls = `school-dot${inc ? ` open sev-${esc(inc.severity)}` : ""}${waiting ? " flash" : ""}${s.id === selected ? " selected" : ""}`;
+    return `<g class="${cls}" data-map-school="${esc(s.id)}" data-severity="${inc ? esc(inc.severity) : ""}" tabindex="0">
+      <title>${esc(s.name)}${inc ? ` — ${esc(inc.headline)}` : ""}</title>
+      <circle cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="${inc ? 11 : 7}"></circle>
+      <text x="${(x + 14).toFixed(1)}" y="${(y + 4).toFixed(1)}">${esc(s.name)}</text></g>`;
+  }).join("");
+  const unplaced = schools.filter((s) => !s.coordinates);
+  $("#map").innerHTML = `<svg class="city" viewBox="0 0 ${MAP.width} ${MAP.height}" role="img" aria-label="map of the schools">
+      <rect class="land" width="${MAP.width}" height="${MAP.height}"></rect>${dots}</svg>
+    ${placed.length ? "" : '<p class="meta">No school has coordinates.</p>'}
+    ${unplaced.length ? `<p class="meta not-placed">Not placed: ${unplaced.map((s) => esc(s.name)).join(", ")}</p>` : ""}`;
+}
+
+function toggleMap() {
+  const map = $("#map");
+  map.hidden = !map.hidden;
+  $("#map-toggle").setAttribute("aria-pressed", String(!map.hidden));
+  if (!map.hidden) drawMap();
+}
+
+document.addEventListener("click", (e) => {
+  if (e.target.id === "map-toggle") { toggleMap(); return; }
+  const dot = e.target.closest && e.target.closest("[data-map-school]");
+  if (!dot) return;
+  const sel = $("#f-school");
+  sel.value = sel.value === dot.dataset.mapSchool ? "" : dot.dataset.mapSchool;
+  render();
+});
 
 // Liveness: the server sends a ping every 2 s. No ping or change for 5 s, or a stream error:
 // a full-width CONNECTION LOST banner with the time the data was last current, then
@@ -385,11 +582,28 @@ async function start() {
   $("#logout").hidden = false;
   $("#who").textContent = `${state.me.username} (${state.me.role}${state.me.school ? " · " + state.me.school : ""})`;
   const { schools } = await api("/api/schools");
+  state.schools = new Map(schools.map((s) => [s.id, s]));
   const sel = $("#f-school");
   for (const s of schools) if (![...sel.options].some((o) => o.value === s.id)) sel.add(new Option(`${s.name} (${s.id})`, s.id));
   await loadIncidents();
   if (!state.events) follow();
 }
+
+function focusField(id, field) {
+  const input = document.querySelector(`#incidents [data-incident="${CSS.escape(id)}"] input${field}`);
+  if (input) { input.focus(); input.setSelectionRange(input.value.length, input.value.length); }
+}
+
+document.addEventListener("input", (e) => {
+  if (e.target.matches("input[data-note]")) drafts.set(e.target.closest("[data-incident]").dataset.incident, e.target.value);
+  if (!e.target.matches("input[data-unit]")) return;
+  const p = arriving.get(e.target.closest("[data-incident]").dataset.incident);
+  if (p) { p.unit = e.target.value; p.error = ""; }
+});
+
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && e.target.matches("input[data-unit]")) e.target.closest("[data-incident]").querySelector("button[data-confirm-arrive]").click();
+});
 
 for (const id of ["#f-school", "#f-severity", "#f-rule", "#f-status"]) $(id).addEventListener("change", render);
 setInterval(tick, 1000);
