@@ -323,6 +323,56 @@ class Alert:
 
 _ALERT_REQUIRED = {"identifier", "incident_id", "sent", "status", "msgType", "school_id", "rule", "stage", "severity", "evidence"}
 
+# `outcome` of a notification record (huxue notifier, pipeline/notify/service.py)
+DELIVERED, RETRYING, FAILED, SKIPPED, RECEIVER_FAILING, RECEIVER_RECOVERED = (
+    "delivered", "retrying", "failed", "skipped", "receiver_failing", "receiver_recovered"
+)
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One paging attempt of `huxue notifier` on `huxue.notifications` (key: school_id).
+
+    `receiver_failing` / `receiver_recovered` are the notifier's verdict on a receiver, once
+    per school whose pages it fails (its alert's identifiers; empty for the other schools a
+    recovery is told to)."""
+
+    identifier: str
+    incident_id: str
+    school_id: str
+    receiver: str  # empty when the whole alert was skipped
+    type: str  # the receiver's type
+    attempt: int
+    outcome: str
+    at: str
+    rule: str = ""  # the alert's rule
+    http_status: int | None = None
+    error: str = ""
+    latency_ms: int | None = None
+
+    @property
+    def key(self) -> str:
+        """Identity for de-duplication of a redelivered record."""
+        return f"ntf/{self.identifier}/{self.receiver}/{self.attempt}/{self.outcome}/{self.at}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Notification:
+        """Validate a decoded record; ValueError says what is wrong."""
+        if not isinstance(d, dict):
+            raise ValueError("notification must be a JSON object")
+        for name in ("school_id", "receiver", "outcome", "at"):
+            if not isinstance(d.get(name), str):
+                raise ValueError(f"field {name!r} must be a string")
+        names = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in d.items() if k in names}
+        for name in ("identifier", "incident_id", "type", "rule", "error"):
+            fields[name] = str(fields.get(name) or "")
+        fields["attempt"] = int(fields.get("attempt") or 0)
+        return cls(**fields)
+
 
 @dataclass(frozen=True)
 class Rejection:

@@ -46,7 +46,7 @@ STAGE_WORDS = {
     "joined": "More evidence joined the incident",
     "expired": "Closed: nothing more happened",
     "superseded": "Taken over by a corroborated incident",
-    "recovered": "Device recovered",
+    "recovered": "Recovered: works again",  # a device, or paging to a receiver (rule paging_health)
     "restored": "Post staffed again",
     "window_ended": "Staffing window ended",
     "lifted": "Lockdown lifted",

@@ -6,6 +6,9 @@ alert's `notify` list: `notify.roles` for every school plus the school's own `no
 registry. So a panic's `opened` pages the school's guards, its area's mobile units and the
 command centre; `onsite_overdue` (the guards did not answer) pages the command centre and
 the mobile units; the later ladder stages the command centre.
+
+An incident "paging to X failing" (rule paging_health) is never paged to X: it would fail
+there too. When nobody else is left, the people of every role get it instead.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 from pipeline.config import NotifyConfig, RouteConfig
 from pipeline.registry import Registry
+from pipeline.rules.paging_health import receiver_of
 
 # alert field each match key reads
 MATCH_FIELDS = {"rule": "rule", "severity": "severity", "school": "school_id", "stage": "stage", "status": "status"}
@@ -42,11 +46,11 @@ def roles_of(alert: dict[str, Any]) -> tuple[str, ...]:
     return tuple(r for r in wanted if r in named)
 
 
-def people(alert: dict[str, Any], notify: NotifyConfig, registry: Registry | None) -> tuple[str, ...]:
-    """Receiver names of the alert's roles: `notify.roles` and the school's own."""
+def people(alert: dict[str, Any], notify: NotifyConfig, registry: Registry | None, roles: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """Receiver names of the alert's roles (or of `roles`): `notify.roles` and the school's own."""
     school = registry.school(str(alert.get("school_id", ""))) if registry else None
     out: list[str] = []
-    for role in roles_of(alert):
+    for role in roles_of(alert) if roles is None else roles:
         out += notify.roles.get(role, ())
         out += school.notify.get(role, ()) if school else ()
     return tuple(dict.fromkeys(out))
@@ -85,4 +89,6 @@ def route(alert: dict[str, Any], notify: NotifyConfig, registry: Registry | None
             return Decision((), "notify_empty", drill)
     routed = next((r.receivers for r in notify.routes if matches(r, alert)), ())
     receivers = tuple(dict.fromkeys((*routed, *people(alert, notify, registry))))
+    if failing := receiver_of(alert):
+        receivers = tuple(r for r in receivers if r != failing) or tuple(r for r in people(alert, notify, registry, ALL_ROLES) if r != failing)
     return Decision(receivers, "" if receivers else "no_route", drill)

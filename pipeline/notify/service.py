@@ -12,6 +12,11 @@ Guarantees:
 - At least once otherwise: an alert's offset is committed only after every delivery of it
   finished (delivered, failed for good, or skipped) and Kafka acknowledged its records.
 
+A failing receiver (policy.ReceiverHealth decides) gets a `receiver_failing` record for each
+school whose page then fails there (once per failing spell and school); its next delivery
+writes `receiver_recovered` for each of those schools. The worker's rule paging_health
+turns these into incidents of the schools (rules/paging_health.py).
+
 Concurrency (kept simple on purpose): records are taken in partition order and each alert
 becomes a task; its receivers are paged concurrently, and up to `notify.max_in_flight`
 alerts are in flight at once, so one slow or retrying receiver never holds up a panic for
@@ -40,14 +45,12 @@ from kafka.structs import OffsetAndMetadata
 from pipeline import kafka_client, metrics
 from pipeline.config import Config, ReceiverConfig
 from pipeline.notify import messages, policy, routing
-from pipeline.records import dumps, iso_utc, loads, parse_ts
+from pipeline.records import (
+    DELIVERED, FAILED, RECEIVER_FAILING, RECEIVER_RECOVERED, RETRYING, SKIPPED, Notification, dumps, iso_utc, loads, parse_ts,
+)
 from pipeline.registry import Registry
 
 log = logging.getLogger("huxue.notifier")
-
-DELIVERED, RETRYING, FAILED, SKIPPED, RECEIVER_FAILING, RECEIVER_RECOVERED = (
-    "delivered", "retrying", "failed", "skipped", "receiver_failing", "receiver_recovered"
-)
 
 
 def secret_of(cfg: Config, r: ReceiverConfig, env: dict[str, str] | None = None) -> str:
@@ -108,6 +111,7 @@ class Notifier:
         self.receivers = {r.name: r for r in self.n.receivers}
         self.secrets = {r.name: secret_of(cfg, r) for r in self.n.receivers}
         self.health = {name: policy.ReceiverHealth(self.n.failing_after, self.n.failing_seconds) for name in self.receivers}
+        self.failing_at: dict[str, set[str]] = {name: set() for name in self.receivers}  # schools told a receiver is failing
         self.delivered: set[tuple[str, str]] = set()
         self.delivering: set[tuple[str, str]] = set()
         self.loop = asyncio.new_event_loop()
@@ -274,7 +278,12 @@ class Notifier:
                 if health.delivered():
                     metrics.NOTIFIER_FAILING.labels(receiver.name).set(0)
                     log.info("paging recovered", extra={"receiver": receiver.name})
-                    acks.append(self.publish(self.record(alert, receiver, RECEIVER_RECOVERED, error=f"paging to {receiver.name} works again")))
+                schools, self.failing_at[receiver.name] = self.failing_at[receiver.name], set()
+                for school_id in sorted(schools):  # each school told it was failing learns it works
+                    rec = self.record(alert, receiver, RECEIVER_RECOVERED, error=f"paging to {receiver.name} works again")
+                    if school_id != rec["school_id"]:  # not this alert's school: not its incident either
+                        rec = {**rec, "identifier": "", "incident_id": "", "school_id": school_id, "rule": ""}
+                    acks.append(self.publish(rec))
                 break
             delay = policy.backoff(attempt, n.retry_initial_seconds, n.retry_cap_seconds, retry_after, jitter=0.1)
             give_up = not verdict.retry or time.monotonic() - started + delay > n.retry_max_seconds
@@ -282,10 +291,13 @@ class Notifier:
             metrics.NOTIFIER_ATTEMPTS.labels(receiver.name, outcome).inc()
             acks.append(self.publish(self.record(alert, receiver, outcome, attempt, status, error=verdict.error)))
             newly_failing = health.delivery_failed(time.monotonic()) if give_up else health.attempt_failed(time.monotonic())
+            why = health.why(time.monotonic())
             if newly_failing:
-                why = health.why(time.monotonic())
                 metrics.NOTIFIER_FAILING.labels(receiver.name).set(1)
                 log.error("paging failing", extra={"receiver": receiver.name, "why": why, "error": verdict.error})
+            school_id = str(alert.get("school_id", ""))
+            if health.failing and school_id not in self.failing_at[receiver.name]:
+                self.failing_at[receiver.name].add(school_id)
                 acks.append(self.publish(self.record(alert, receiver, RECEIVER_FAILING, error=f"paging to {receiver.name} failing: {why}; last: {verdict.error}")))
             if give_up:
                 log.warning("page failed", extra={"receiver": receiver.name, "identifier": key[0], "attempts": attempt, "error": verdict.error})
@@ -325,19 +337,20 @@ class Notifier:
         self, alert: dict[str, Any], receiver: ReceiverConfig | None, outcome: str, attempt: int = 0,
         http_status: int | None = None, error: str = "", latency_ms: int | None = None,
     ) -> dict[str, Any]:
-        return {
-            "identifier": str(alert.get("identifier", "")),
-            "incident_id": str(alert.get("incident_id", "")),
-            "school_id": str(alert.get("school_id", "")),
-            "receiver": receiver.name if receiver else "",
-            "type": receiver.type if receiver else "",
-            "attempt": attempt,
-            "outcome": outcome,
-            "http_status": http_status,
-            "error": error,
-            "latency_ms": latency_ms,
-            "at": iso_utc(time.time()),
-        }
+        return Notification(
+            identifier=str(alert.get("identifier", "")),
+            incident_id=str(alert.get("incident_id", "")),
+            school_id=str(alert.get("school_id", "")),
+            receiver=receiver.name if receiver else "",
+            type=receiver.type if receiver else "",
+            attempt=attempt,
+            outcome=outcome,
+            at=iso_utc(time.time()),
+            rule=str(alert.get("rule", "")),
+            http_status=http_status,
+            error=error,
+            latency_ms=latency_ms,
+        ).to_dict()
 
     async def publish(self, rec: dict[str, Any]) -> None:
         """Until Kafka acknowledged it (retried: the alert's offset waits for it)."""

@@ -1,4 +1,4 @@
-"""Routes one input (event, command or clock tick) for one school through the rules.
+"""Routes one input (event, command, notification record or clock tick) for one school through the rules.
 
 Pure: `(state, input, now) -> Outcome(state, alerts, rejected, notices, failures)`. `now`
 is the input's Kafka timestamp, so replaying the same input after a crash reproduces the
@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, TypeVar
 
-from pipeline.records import INCIDENT_COMMANDS, Alert, CanonicalEvent, Command, SilenceNotice
+from pipeline.records import INCIDENT_COMMANDS, Alert, CanonicalEvent, Command, Notification, SilenceNotice
 from pipeline.registry import Registry
 from pipeline.rules import (
     corroboration,
@@ -39,6 +39,7 @@ from pipeline.rules import (
     ladder,
     lifecycle,
     lockdown,
+    paging_health,
     panic,
     perimeter,
     plate_watchlist,
@@ -60,6 +61,7 @@ RULES: tuple[Rule, ...] = (
     perimeter.Perimeter(),
     video_behaviour.VideoBehaviour(),
     device_health.DeviceHealth(),
+    paging_health.PagingHealth(),  # takes huxue notifier's records (on_notification), not events
     post_staffing.PostStaffing(),
     silences.Silences(),
     lockdown.Lockdown(),
@@ -167,6 +169,20 @@ def _incident_command(state: SchoolState, cmd: Command, now: float, ctx: Context
         return result
     inc, alerts = result
     return RuleOutcome(state.put(inc), alerts)
+
+
+def on_notification(state: SchoolState, note: Notification, now: float, ctx: Context, until: float | None = None) -> Outcome:
+    """A record of huxue notifier: rule paging_health alone reads them."""
+    due = run_due(state.pruned(now), now, ctx, until)
+    state = due.state
+    if note.key in state.applied or not _enabled(paging_health.PagingHealth, state, ctx):
+        return due
+    failures = list(due.failures)
+    out = _attempt(paging_health.NAME, failures, paging_health.on_notification, state, note, now, ctx)
+    if out is None:
+        return replace(due, failures=failures)
+    state = out.state.mark_applied(note.key, now) if out.alerts else out.state
+    return Outcome(state, due.alerts + out.alerts, notices=due.notices, failures=failures)
 
 
 def on_tick(state: SchoolState, now: float, ctx: Context, until: float | None = None) -> Outcome:

@@ -98,6 +98,16 @@ class DeviceHealth:
 
 
 @dataclass(frozen=True)
+class PagingHealth:
+    enabled: bool = True
+    # When a receiver is failing is huxue notifier's decision (notify.failing_after,
+    # notify.failing_seconds); this rule turns it into an incident of the school.
+    severity: str = "Moderate"
+    severity_panic: str = "Severe"  # a panic's page to it failed
+    schools: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PostStaffing:
     enabled: bool = True
     grace_seconds: float = 300  # how far into a window a post must be staffed
@@ -128,6 +138,7 @@ class RulesConfig:
     perimeter: Perimeter = field(default_factory=Perimeter)
     video_behaviour: VideoBehaviour = field(default_factory=VideoBehaviour)
     device_health: DeviceHealth = field(default_factory=DeviceHealth)
+    paging_health: PagingHealth = field(default_factory=PagingHealth)
     post_staffing: PostStaffing = field(default_factory=PostStaffing)
     silence: Silences = field(default_factory=Silences)
     flood: Flood = field(default_factory=Flood)

@@ -115,6 +115,7 @@ def acl_table(cfg: Config) -> dict[str, list[tuple[str, str, tuple[str, ...]]]]:
             # inputs; events, urgent and commands also written: misplaced records are forwarded
             *(("topic", name, (R, W, D, C)) for name in (t.events, t.urgent, t.commands)),
             *(("topic", name, (W, D, C)) for name in (t.alerts, t.events_dlq, t.commands_dlq, t.silences)),
+            ("topic", t.notifications, (R, D, C)),  # huxue notifier's records, for rule paging_health; never written
             # its own: ticks (written and read), table changelogs, Faust's leader topic
             *(("topic", name, (R, W, D, C)) for name in (t.ticks, *t.changelogs, f"{app}-__assignor-__leader")),
             ("group", app, (R, D)),  # Faust's group id is the app id

@@ -9,7 +9,9 @@ the school's one writer, timed when it was forwarded (so a school's alerts stay 
 order: a command that was misplaced cannot settle a deadline that already fired).
 
 Two agents, so that alarms never wait behind telemetry: `urgent` reads the urgent topic
-(the bridge's copies of panic presses), commands and ticks; `process` reads the events.
+(the bridge's copies of panic presses), commands and ticks; `process` reads the events and
+huxue notifier's records (notifications, for rule paging_health: a failing receiver is an
+incident of the school; read only, the notifier places them by school with murmur2).
 A school still has one writer at a time: both take the school's lock around
 load -> engine -> send -> save, and a press seen on both topics is applied once (its
 `(device_id, event_id)`); the rules treat a press that overtakes a camera event like one
@@ -45,9 +47,9 @@ from aiokafka.errors import CorruptRecordException, MessageSizeTooLargeError, Re
 
 from pipeline import kafka_client, metrics
 from pipeline.config import Config
-from pipeline.records import CanonicalEvent, Command, dumps, iso_utc, loads, parse_ts, payload_fields
+from pipeline.records import CanonicalEvent, Command, Notification, dumps, iso_utc, loads, parse_ts, payload_fields
 from pipeline.registry import Registry
-from pipeline.rules import engine
+from pipeline.rules import engine, paging_health
 from pipeline.rules.incident import school_of
 from pipeline.rules.state import Context
 from pipeline.worker.tables import SchoolTables
@@ -136,6 +138,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": n}
     events = app.topic(topics.events, **raw)
+    event_inputs = app.topic(topics.events, topics.notifications, **raw)
     urgent_inputs = app.topic(topics.urgent, topics.commands, topics.ticks, **raw)
     urgent = app.topic(topics.urgent, **raw)
     commands = app.topic(topics.commands, **raw)
@@ -260,6 +263,21 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
             await apply(school_id, state, engine.on_command(state, cmd, now, ctx), now, {"topic": msg.topic, "command": cmd.to_dict()})
         last_command[msg.partition] = now
 
+    async def on_notification(msg: Any, now: float) -> None:
+        try:
+            note = Notification.from_dict(loads(msg.value))
+        except (ValueError, TypeError):  # orjson's decode error is a ValueError too
+            return  # the notifier's topic, not an input of ours to dead-letter
+        if not paging_health.relevant(note) or registry.school(note.school_id) is None:
+            return
+        if owner(note.school_id) != msg.partition:  # misplaced: the worker may not write this topic to forward it
+            log.warning("notification record on the wrong partition, ignored", extra={"school": note.school_id, "partition": msg.partition})
+            return
+        async with locks[note.school_id]:
+            state = tables.load(note.school_id, msg.partition)
+            outcome = engine.on_notification(state, note, now, ctx, deadline_horizon(msg.partition, now))
+            await apply(note.school_id, state, outcome, now, {"topic": msg.topic, "identifier": note.identifier, "receiver": note.receiver, "outcome": note.outcome})
+
     due_index = due.DueIndex()  # a tick visits the due schools only (worker/due.py)
 
     @app.on_partitions_assigned.connect
@@ -309,7 +327,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
         return last_command.get(partition, 0.0)
 
     processed: dict = {}  # TopicPartition -> next offset, for the lag metric
-    kind_of = {topics.events: "event", topics.urgent: "urgent", topics.commands: "command", topics.ticks: "tick"}
+    kind_of = {topics.events: "event", topics.urgent: "urgent", topics.commands: "command", topics.ticks: "tick", topics.notifications: "notification"}
     locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # school -> its one writer at a time
 
     async def handle(msg: Any) -> None:
@@ -319,6 +337,8 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
                 await on_tick(msg.partition, now)
             elif msg.topic == topics.commands:
                 await on_command(msg, now)
+            elif msg.topic == topics.notifications:
+                await on_notification(msg, now)
             else:
                 await on_event(msg, now)
         except (Stopping, asyncio.CancelledError):
@@ -363,7 +383,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
     async def process_urgent(stream):
         await consume(stream)
 
-    @app.agent(events, name="process")
+    @app.agent(event_inputs, name="process")
     async def process(stream):
         await consume(stream)
 
@@ -428,7 +448,7 @@ class Worker(faust.Worker):
 
 def run(cfg: Config, registry: Registry) -> None:
     t = cfg.topics
-    kafka_client.ensure_topics(cfg, "worker", t.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor)
+    kafka_client.ensure_topics(cfg, "worker", t.deployment(), cfg.kafka.partitions, cfg.kafka.replication_factor)
     kafka_client.ensure_topics(cfg, "worker", [t.ticks], cfg.kafka.partitions, cfg.kafka.replication_factor, configs={"retention.ms": TICK_RETENTION_MS})
     # The tables' changelogs too, before Faust starts: when Faust created them itself, its
     # first metadata could still miss one ("Ignoring missing topic"), and every write to that

@@ -266,7 +266,8 @@ def test_notifier_delivers_retries_reports_and_survives_kill(stack, workdir: Pat
         tries = [r for r in records if r["identifier"] == first["identifier"] and r["receiver"] == "ops-hook"]
         assert [r["http_status"] for r in tries] == [500, 500, 200] and tries[0]["error"] == "HTTP 500"
         assert tries[-1]["latency_ms"] >= 0 and tries[-1]["type"] == "webhook" and tries[-1]["school_id"] == first["school_id"]
-        assert set(tries[-1]) == {"identifier", "incident_id", "school_id", "receiver", "type", "attempt", "outcome", "http_status", "error", "latency_ms", "at"}
+        assert set(tries[-1]) == {"identifier", "incident_id", "school_id", "receiver", "type", "attempt", "outcome", "http_status", "error", "latency_ms", "at", "rule"}
+        assert tries[-1]["rule"] == "panic"
         ding_hit = next(h for h in ding.server.hits if h["answer"]["errcode"] == 0 and "Panic button pressed (0)" in h.get("text", ""))
         assert "Test School 1 (t01), zone gate" in ding_hit["text"] and "New incident" in ding_hit["text"]
         assert hook.bad_signatures == 0 and not ding.problems
@@ -374,6 +375,77 @@ def test_press_through_bridge_and_worker_is_paged(pipeline: Pipeline, workdir: P
         wait_for(lambda: hook.delivered()[overdue["identifier"]], 20, "onsite_overdue at the webhook")
     finally:
         notifier.stop()
+
+
+class Switch:
+    """A webhook that answers 500 to every request until `ok` is set."""
+
+    def __init__(self):
+        self.ok = False
+        self.server = FakeReceiver(self.answer)
+
+    def answer(self, hit):
+        hit["identifier"] = loads(hit["raw"]).get("identifier")
+        return (200, {"ok": True}) if self.ok else (500, {"error": "down"})
+
+
+def test_failing_receiver_is_an_incident_paged_elsewhere_until_it_works_again(pipeline: Pipeline, workdir: Path, hook):
+    """Rule paging_health end to end: a press paged to a receiver that answers 500 -> the
+    notifier calls it failing -> the worker opens "Paging to pager failing" at the school,
+    paged to the healthy webhook and never to the failing one; operators ack it; the
+    receiver answers 200 again -> its next page closes the incident (recovered)."""
+    switch = Switch()
+    notify = {
+        "group_id": f"notifier-{uuid.uuid4().hex[:6]}",
+        "receivers": [
+            {"name": "pager", "type": "webhook", "url": switch.server.url("/pager")},
+            {"name": "ops-hook", "type": "webhook", "url": hook.server.url("/health"), "secret": HOOK_SECRET},
+        ],
+        # the catch-all names the failing receiver too: routing must leave it out
+        "routes": [{"match": {"rule": "panic"}, "receivers": ["pager"]}, {"receivers": ["pager", "ops-hook"]}],
+        "retry_initial_seconds": 0.2,
+        "retry_max_seconds": 1,
+        "failing_after": 1,
+        "metrics_port": 0,
+    }
+    path = workdir / "notifier-health.yaml"
+    path.write_text(yaml.safe_dump({**pipeline.raw_cfg, "notify": notify}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUXUE_")}
+    notifier = Proc("notifier", ["--config", str(path), "notifier"], workdir / "notifier-health.log", env)
+    notes = Collector(pipeline.cfg, pipeline.cfg.topics.notifications)
+    try:
+        notifier.start()
+        notifier.wait_log("notifier ready", 30)
+        pipeline.press("t01-btn-1")
+        panic = pipeline.wait_stage("t01", "opened", 20, rule="panic")
+        incident = pipeline.wait_stage("t01", "opened", 30, rule="paging_health")
+        assert (incident["msgType"], incident["status"], incident["severity"]) == ("Alert", "Actual", "Severe")  # a panic's page failed
+        assert incident["headline"].startswith("Paging to pager failing at ") and incident["evidence"][0]["receiver"] == "pager"
+        wait_for(lambda: hook.delivered("/health")[incident["identifier"]], 20, "the incident at the healthy receiver")
+        failing = [r for r in notes.records if r["outcome"] == "receiver_failing" and r["receiver"] == "pager"]
+        assert [r["school_id"] for r in failing] == ["t01"] and failing[0]["rule"] == "panic"
+
+        # an operator acknowledges it, like any incident
+        pipeline.command("ack", incident["incident_id"])
+        acked = pipeline.wait_stage("t01", "acknowledged", 20, rule="paging_health")
+        wait_for(lambda: hook.delivered("/health")[acked["identifier"]], 20, "the ack at the healthy receiver")
+
+        # the receiver works again: the next page to it (the press resolved) closes the incident
+        switch.ok = True
+        pipeline.command("resolve", panic["incident_id"])
+        restored = pipeline.wait_stage("t01", "recovered", 30, rule="paging_health")
+        assert (restored["incident_id"], restored["msgType"]) == (incident["incident_id"], "Cancel")
+        wait_for(lambda: hook.delivered("/health")[restored["identifier"]], 20, "the recovery at the healthy receiver")
+        notes.wait(lambda rs: any(r["outcome"] == "receiver_recovered" and r["receiver"] == "pager" for r in rs), 20, "receiver_recovered")
+        # paging about the failing receiver never went to it: one incident, never re-opened
+        ours = {a["identifier"] for a in pipeline.alerts.records if a["rule"] == "paging_health"}
+        assert not ours & {h["identifier"] for h in switch.server.hits}
+        assert {a["incident_id"] for a in pipeline.alerts.records if a["rule"] == "paging_health"} == {incident["incident_id"]}
+        assert "Traceback" not in pipeline.worker.output()
+    finally:
+        notifier.stop()
+        notes.close()
+        switch.server.close()
 
 
 def test_notifier_with_sasl_and_acls(locked_stack, tmp_path_factory, hook):

@@ -301,8 +301,8 @@ def test_notifier_kafka_account_and_acls(tmp_path):
         ("group", "pager"): {"Read", "Describe"},
         ("cluster", "kafka-cluster"): {"IdempotentWrite"},
     }
-    # the worker ensures contract() topics: notifications is not among them (it has no rights there)
-    assert not any(n == "c.notifications" for _, n, _ in kafka_auth.acl_table(cfg)["huxue-worker"])
+    # the worker reads the notifier's records (rule paging_health), never writes them
+    assert {o for k, n, ops in kafka_auth.acl_table(cfg)["huxue-worker"] if n == "c.notifications" for o in ops} == {"Read", "Describe", "Create"}
 
 
 # -- email ------------------------------------------------------------------------------

@@ -110,3 +110,20 @@ def test_robot_errcode_decides(tmp_path):
 def test_held_and_invalid_are_skipped(tmp_path):
     records, hits = asyncio.run(run(tmp_path, [(200, {})], [alert(rule="perimeter", held="lockdown", notify=[]), alert(2, sent="2020-01-01T00:00:00Z")]))
     assert [(r["outcome"], r["error"].split(":")[0]) for r in records] == [("skipped", "held"), ("skipped", "too_old")] and not hits
+
+
+def test_failing_is_told_to_each_school_once_and_recovery_to_all_of_them(tmp_path):
+    """rule paging_health opens one incident per school whose pages fail: each school gets
+    one receiver_failing record per failing spell, and every one of them the recovery."""
+    alerts = [alert(1), alert(2, school_id="bh-02"), alert(3), alert(4), alert(5, school_id="bh-02")]
+    records, _ = asyncio.run(run(tmp_path, [(400, {}), (400, {}), (400, {}), (200, {})], alerts, failing_after=1))
+    assert [(r["school_id"], r["outcome"]) for r in records] == [
+        ("zx-01", "failed"), ("zx-01", "receiver_failing"),
+        ("bh-02", "failed"), ("bh-02", "receiver_failing"),
+        ("zx-01", "failed"),  # told already
+        ("zx-01", "delivered"), ("bh-02", "receiver_recovered"), ("zx-01", "receiver_recovered"),
+        ("bh-02", "delivered"),
+    ]
+    own, other = records[7], records[6]
+    assert (own["identifier"], own["rule"]) == ("inc-4/opened", "panic")
+    assert other["identifier"] == other["incident_id"] == other["rule"] == ""  # not an alert of that school

@@ -81,7 +81,7 @@ const STAGE_WORDS = {
   opened: "opened", corroborated: "corroborated by a sensor", onsite_overdue: "on-site response overdue",
   mobile_late: "mobile unit late (3 min)", mobile_overdue: "mobile unit overdue (5 min)", acknowledged: "acknowledged",
   arrived: "unit on scene", resolved: "resolved", false_alarm: "false alarm", expired: "expired (quiet)",
-  superseded: "taken over by a corroborated incident", recovered: "device recovered", restored: "post staffed again",
+  superseded: "taken over by a corroborated incident", recovered: "recovered, works again", restored: "post staffed again",
   window_ended: "window ended", lifted: "lockdown lifted", ended: "flood ended",
 };
 
