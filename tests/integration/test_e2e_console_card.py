@@ -64,7 +64,7 @@ def test_card_order_timeline_unit_on_scene_lockdown_actions_and_broken_snapshot(
         # (b) the timeline: the school's zone once in its header, the ack at the school's time
         click(acked, "details.timeline summary")
         rows = wait_for(lambda: _read(lambda: (t := _card(browser, acked).find_element(By.CSS_SELECTOR, "details.timeline .rows").text) and "acknowledged" in t and t), 15, "the timeline")
-        header = _read(lambda: _card(browser, acked).find_element(By.CSS_SELECTOR, "details.timeline summary").text)
+        header = wait_for(lambda: _read(lambda: _card(browser, acked).find_element(By.CSS_SELECTOR, "details.timeline summary").text), 10, "the timeline header")
         assert "(Asia/Shanghai)" in header, header
         local = datetime.fromtimestamp(parse_ts(ack_alert["sent"]), ZoneInfo("Asia/Shanghai")).strftime("%H:%M:%S")
         assert local in rows and "guard-t42" in rows, (local, rows)
@@ -96,9 +96,10 @@ def test_card_order_timeline_unit_on_scene_lockdown_actions_and_broken_snapshot(
         arrived = p.wait_stage("t42", "arrived")
         assert (arrived["note"], arrived["by"]) == ("Mobile unit 3", "ops-wang")
         wait_for(lambda: _read(lambda: _card(browser, acked).find_element(By.CSS_SELECTOR, ".unit").text) == "Mobile unit 3", 15, "the unit on the card")
-        assert "(reported by ops-wang)" in card_text(acked) and not _read(lambda: _card(browser, acked).find_elements(By.CSS_SELECTOR, "button[data-arrive]"))
+        text, arrive_buttons = wait_for(lambda: _read(lambda: (_card(browser, acked).text, len(_card(browser, acked).find_elements(By.CSS_SELECTOR, "button[data-arrive]")))), 10, "the card")
+        assert "(reported by ops-wang)" in text and arrive_buttons == 0, (text, arrive_buttons)
 
-        note = _read(lambda: _card(browser, unacked).find_element(By.CSS_SELECTOR, "input[data-note]").get_attribute("value"))
+        note = wait_for(lambda: _read(lambda: [_card(browser, unacked).find_element(By.CSS_SELECTOR, "input[data-note]").get_attribute("value")]), 10, "the note box")[0]
         assert note == "calling the guard post", note  # the arrival above re-rendered every card
         click(unacked, "button[data-command='ack']")
         assert p.wait_stage("t41", "acknowledged")["note"] == "calling the guard post"
@@ -107,7 +108,7 @@ def test_card_order_timeline_unit_on_scene_lockdown_actions_and_broken_snapshot(
         p.command("lockdown", "", by="ops-wang", school_id="t44", reason="intruder reported")
         lockdown = p.wait_stage("t44", "opened", rule="lockdown")["incident_id"]
         wait_for(lambda: card_text(lockdown), 15, "the lockdown card")
-        buttons = [b.get_attribute("data-command") or "arrive" for b in _card(browser, lockdown).find_elements(By.CSS_SELECTOR, ".actions button")]
+        buttons = wait_for(lambda: _read(lambda: [b.get_attribute("data-command") or "arrive" for b in _card(browser, lockdown).find_elements(By.CSS_SELECTOR, ".actions button")]), 10, "the lockdown card's buttons")
         assert buttons == ["lift_lockdown"], buttons
         click(lockdown, "button[data-command='lift_lockdown']")
         p.wait_stage("t44", "lifted", rule="lockdown")
@@ -119,7 +120,8 @@ def test_card_order_timeline_unit_on_scene_lockdown_actions_and_broken_snapshot(
         broken = p.wait_stage("t45", "opened")["incident_id"]
         placeholder = wait_for(lambda: _read(lambda: _card(browser, broken).find_element(By.CSS_SELECTOR, ".evidence .media-missing").text), 15, "the snapshot placeholder")
         assert placeholder == "snapshot unavailable"
-        assert not _card(browser, broken).find_elements(By.CSS_SELECTOR, ".evidence img")
+        images = wait_for(lambda: _read(lambda: [len(_card(browser, broken).find_elements(By.CSS_SELECTOR, ".evidence img"))]), 10, "the card's evidence")
+        assert images == [0], images
     finally:
         console.stop()
         p.close()

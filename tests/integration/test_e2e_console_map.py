@@ -55,8 +55,8 @@ def test_card_where_and_who_checklist_site_plans_and_the_map(stack, workdir, bro
     p = Pipeline(stack, workdir, escalation=(600, 900, 1200), registry=city(), probe_device="t12-cam-1", config=console_cfg)
     console = Proc("console", ["--config", str(p.cfg_path), "console"], workdir / "console.log", p.worker.env)
 
-    def in_card(iid: str, css: str):
-        return _read(lambda: _card(browser, iid).find_element(By.CSS_SELECTOR, css))
+    def in_card(iid: str, css: str):  # raises on a re-rendered card: call it inside _read()
+        return _card(browser, iid).find_element(By.CSS_SELECTOR, css)
 
     try:
         p.start()
@@ -85,17 +85,20 @@ def test_card_where_and_who_checklist_site_plans_and_the_map(stack, workdir, bro
         wait_for(lambda: _read(lambda: in_card(t03, "input[data-check='0']").click() or True), 10, "a tick on the first item")
         wait_for(lambda: _read(lambda: in_card(t04, "button[data-command='ack']").click() or True), 10, "a click on Acknowledge (t04)")
         wait_for(lambda: _read(lambda: in_card(t04, ".stage").text) == "acknowledged", 30, "t04 acknowledged (the cards re-rendered)")
-        assert _read(lambda: in_card(t03, "input[data-check='0']").is_selected()) and not _read(lambda: in_card(t03, "input[data-check='1']").is_selected())
+        ticks = wait_for(lambda: _read(lambda: (in_card(t03, "input[data-check='0']").is_selected(), in_card(t03, "input[data-check='1']").is_selected())), 10, "the ticks")
+        assert ticks == (True, False), ticks
 
         # site plans: t03's image is served (authenticated) and loads; t04's file is missing:
         # a text placeholder, no broken-image icon
         loaded = wait_for(lambda: _read(lambda: browser.execute_script("const i = arguments[0]; return i.complete && i.naturalWidth > 0", in_card(t03, "img.site-plan"))),
                           15, "t03's site plan to load")
-        assert loaded and in_card(t03, "a.plan").get_attribute("href").endswith("/api/schools/t03/site-plan")
+        href = wait_for(lambda: _read(lambda: in_card(t03, "a.plan").get_attribute("href")), 10, "t03's site-plan link")
+        assert loaded and href.endswith("/api/schools/t03/site-plan"), href
         placeholder = wait_for(lambda: _read(lambda: in_card(t04, ".plan-missing").text), 15, "t04's site-plan placeholder")
-        assert placeholder == "site plan unavailable" and not _card(browser, t04).find_elements(By.CSS_SELECTOR, "img.site-plan")
+        images = wait_for(lambda: _read(lambda: [len(_card(browser, t04).find_elements(By.CSS_SELECTOR, "img.site-plan"))]), 10, "t04's card")
+        assert placeholder == "site plan unavailable" and images == [0], images
         ARTIFACTS.mkdir(exist_ok=True)
-        browser.execute_script("arguments[0].scrollIntoView()", _card(browser, t03))
+        wait_for(lambda: _read(lambda: browser.execute_script("arguments[0].scrollIntoView(); return true", _card(browser, t03))), 10, "t03's card in view")
         browser.save_screenshot(str(ARTIFACTS / "console-card-contacts.png"))
 
         # the map: every placed school a labelled dot; t03 (open, unacknowledged panic) and t04
