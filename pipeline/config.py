@@ -108,6 +108,7 @@ class BridgeConfig:
     # (or from the future) is re-timed to its arrival for deadline purposes.
     max_clock_skew_seconds: float = 600
     metrics_port: int = 9401  # Prometheus /metrics; 0: off
+    metrics_bind: str = "127.0.0.1"  # 0.0.0.0 where Prometheus or a kubelet probe reaches it
     # Shape limits of an event's attrs / media (and each of their strings); beyond them
     # the message goes to the DLQ (too_deep, too_many_items, string_too_long).
     max_attr_depth: int = 16
@@ -197,6 +198,7 @@ class WorkerConfig:
     instance_id: str = ""  # default: <app_id>-<hostname>
     session_timeout_seconds: float = 10
     metrics_port: int = 9402  # Prometheus /metrics; 0: off
+    metrics_bind: str = "127.0.0.1"  # 0.0.0.0 where Prometheus or a kubelet probe reaches it
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,7 @@ class NotifyConfig:
     # as skipped, not paged. 0: page whatever the age.
     max_age_seconds: float = 3600
     metrics_port: int = 9403  # Prometheus /metrics; 0: off
+    metrics_bind: str = "127.0.0.1"  # 0.0.0.0 where Prometheus or a kubelet probe reaches it
 
 
 @dataclass(frozen=True)

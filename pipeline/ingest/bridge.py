@@ -141,7 +141,7 @@ class Bridge:
             self._finished.set()
 
     def _run(self, stop: threading.Event) -> int:
-        metrics.serve(self.cfg.bridge.metrics_port)
+        metrics.serve(self.cfg.bridge.metrics_port, self.cfg.bridge.metrics_bind)
         producers = self._connect_kafka(stop)
         if producers is None:
             log.info("bridge stopped before kafka was reachable")

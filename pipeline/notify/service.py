@@ -128,7 +128,7 @@ class Notifier:
         self.producer.partitions_for(t.notifications)  # metadata now, so send() never blocks the loop
         self.delivered = delivered_so_far(self.cfg)
         log.info("notifications read", extra={"delivered": len(self.delivered)})
-        metrics.serve(self.n.metrics_port)
+        metrics.serve(self.n.metrics_port, self.n.metrics_bind)
         loop_thread = threading.Thread(target=self.loop.run_forever, name="notifier-http", daemon=True)
         loop_thread.start()
         asyncio.run_coroutine_threadsafe(self._open(), self.loop).result(10)

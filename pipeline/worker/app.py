@@ -455,7 +455,7 @@ def run(cfg: Config, registry: Registry) -> None:
     # table then failed (PartitionsMismatch) while the worker reported ready.
     kafka_client.ensure_topics(cfg, "worker", t.changelogs, cfg.kafka.partitions, cfg.kafka.replication_factor, configs={"cleanup.policy": "compact"})
     cfg.worker_datadir.mkdir(parents=True, exist_ok=True)
-    metrics.serve(cfg.worker.metrics_port)
+    metrics.serve(cfg.worker.metrics_port, cfg.worker.metrics_bind)
     shutdown = Shutdown(cfg.stack.stop_timeout_seconds)
     app = create_app(cfg, registry, shutdown)
     Worker(app, shutdown, quiet=True, override_logging=False).execute_from_commandline()

@@ -401,3 +401,8 @@ def test_checklist_rules_are_the_rules_incidents_carry():
     raised.discard(None)
     assert set(INCIDENT_RULES) == raised
     assert set(DEFAULT_CHECKLISTS) <= set(INCIDENT_RULES)
+
+
+def test_metrics_listen_on_loopback_unless_told(tmp_path):
+    cfg = load_config(write(tmp_path, "worker: {metrics_bind: 0.0.0.0}\n"), env={})
+    assert (cfg.bridge.metrics_bind, cfg.worker.metrics_bind, cfg.notify.metrics_bind) == ("127.0.0.1", "0.0.0.0", "127.0.0.1")
