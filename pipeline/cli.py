@@ -8,7 +8,7 @@ import sys
 import threading
 
 from pipeline import logs
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError, load_config, with_overrides
 
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
@@ -112,7 +112,7 @@ def cmd_bridge(args) -> int:
     from pipeline.ingest.bridge import Bridge
     from pipeline.registry import load_registry
 
-    cfg = load_config(args.config)
+    cfg = with_overrides(load_config(args.config), "huxue bridge", bridge=_given(args, client_id="client_id", metrics_port="metrics_port"))
     stop = _stop_on_signals()
     # non-zero when a thread the bridge needs died: the supervisor restarts it
     return Bridge(cfg, load_registry(cfg.registry_path)).run(stop)
@@ -122,9 +122,14 @@ def cmd_worker(args) -> int:
     from pipeline.registry import load_registry
     from pipeline.worker import app
 
-    cfg = load_config(args.config)
+    cfg = with_overrides(load_config(args.config), "huxue worker", worker=_given(args, instance_id="instance_id", metrics_port="metrics_port"))
     app.run(cfg, load_registry(cfg.registry_path))
     return 0
+
+
+def _given(args, **keys: str) -> dict:
+    """{config key: value} of the flags given on the command line (`keys`: key -> flag dest)."""
+    return {key: getattr(args, dest) for key, dest in keys.items() if getattr(args, dest) is not None}
 
 
 def cmd_notifier(args) -> int:
@@ -331,8 +336,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help='credentials: {"username": ..., "password": ...}')
     s.set_defaults(func=cmd_devices)
 
-    sub.add_parser("bridge", help="run the MQTT -> Kafka bridge").set_defaults(func=cmd_bridge)
-    sub.add_parser("worker", help="run the Faust rules worker").set_defaults(func=cmd_worker)
+    # Several bridges or workers on one host share the configuration file and differ in these.
+    s = sub.add_parser("bridge", help="run the MQTT -> Kafka bridge")
+    s.add_argument("--client-id", help="this bridge's MQTT client id and account (bridge.client_id)")
+    s.add_argument("--metrics-port", type=int, help="its /metrics port (bridge.metrics_port; 0: off)")
+    s.set_defaults(func=cmd_bridge)
+    s = sub.add_parser("worker", help="run the Faust rules worker")
+    s.add_argument("--instance-id", help="this worker's static group membership id (worker.instance_id)")
+    s.add_argument("--metrics-port", type=int, help="its /metrics port (worker.metrics_port; 0: off)")
+    s.set_defaults(func=cmd_worker)
     sub.add_parser("notifier", help="page people: deliver alerts to webhooks, DingTalk/WeCom robots, email and SMS gateways (notify: in the config)").set_defaults(func=cmd_notifier)
 
     s = sub.add_parser("simulate", help="publish realistic device traffic over MQTT")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,6 +21,9 @@ import yaml
 
 from pipeline.records import SEVERITIES
 from pipeline.rules.settings import RulesConfig
+
+
+INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 class ConfigError(ValueError):
@@ -333,7 +337,11 @@ class Config:
 
     @property
     def worker_datadir(self) -> Path:
-        return Path(self.worker.datadir) if self.worker.datadir else self.home / "worker" / self.worker.app_id
+        if self.worker.datadir:
+            return Path(self.worker.datadir)
+        # several workers on one host (each its own instance_id) must not share a data directory
+        base = self.home / "worker" / self.worker.app_id
+        return base / self.worker.instance_id if self.worker.instance_id else base
 
     @property
     def store_url(self) -> str:
@@ -483,6 +491,15 @@ def _coerce(value: Any, declared: str, where: str) -> Any:
     raise ConfigError(f"{where}: expected {declared}, got {value!r}")
 
 
+def with_overrides(cfg: Config, where: str, **sections: dict[str, Any]) -> Config:
+    """`cfg` with some keys of some sections replaced (command-line flags such as
+    `worker --instance-id`), checked like the file: `with_overrides(cfg, "--instance-id", worker={"instance_id": "w2"})`."""
+    changed = {name: dataclasses.replace(getattr(cfg, name), **values) for name, values in sections.items() if values}
+    cfg = dataclasses.replace(cfg, **changed)
+    _validate(cfg, Path(where))
+    return cfg
+
+
 def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
     """Load `path` (default: the packaged sample) and apply environment overrides."""
     env = dict(os.environ) if env is None else env
@@ -538,6 +555,9 @@ def _validate(cfg: Config, where: Path) -> None:
         raise ConfigError(f"{where}: mqtt.ca_file {cfg.mqtt_ca_file()} not found")
     if ":" in cfg.bridge_client_id:
         raise ConfigError(f"{where}: bridge.client_id must not contain ':' (it is also the bridge's MQTT account)")
+    for key, value in (("worker.instance_id", cfg.worker.instance_id), ("notify.instance_id", cfg.notify.instance_id)):
+        if value and not INSTANCE_ID.fullmatch(value):  # Kafka's group.instance.id rule
+            raise ConfigError(f"{where}: {key} {value!r}: use letters, digits, '.', '_' and '-' (at most 249)")
     unknown_rules = sorted(set(cfg.console.checklists) - set(INCIDENT_RULES))
     if unknown_rules:
         raise ConfigError(f"{where}: console.checklists: unknown rule(s) {', '.join(unknown_rules)}; known: {', '.join(INCIDENT_RULES)}")

@@ -406,3 +406,20 @@ def test_checklist_rules_are_the_rules_incidents_carry():
 def test_metrics_listen_on_loopback_unless_told(tmp_path):
     cfg = load_config(write(tmp_path, "worker: {metrics_bind: 0.0.0.0}\n"), env={})
     assert (cfg.bridge.metrics_bind, cfg.worker.metrics_bind, cfg.notify.metrics_bind) == ("127.0.0.1", "0.0.0.0", "127.0.0.1")
+
+
+def test_several_workers_and_bridges_on_one_host_differ_by_flags(tmp_path):
+    from pipeline.cli import parser
+    from pipeline.config import with_overrides
+
+    cfg = load_config(write(tmp_path, "stack: {home: h}\n"), env={})
+    args = parser().parse_args(["--config", "x.yaml", "worker", "--instance-id", "huxue-worker-2", "--metrics-port", "0"])
+    w2 = with_overrides(cfg, "huxue worker", worker={"instance_id": args.instance_id, "metrics_port": args.metrics_port})
+    assert (w2.worker_instance_id, w2.worker.metrics_port) == ("huxue-worker-2", 0)
+    assert w2.worker_datadir != cfg.worker_datadir and w2.worker_datadir.parent == cfg.worker_datadir  # no shared data directory
+    b2 = with_overrides(cfg, "huxue bridge", bridge={"client_id": "bridge-b"})
+    assert b2.bridge_client_id == "bridge-b" and b2.worker == cfg.worker
+    with pytest.raises(ConfigError, match=r"huxue worker: worker.instance_id 'w 2'"):
+        with_overrides(cfg, "huxue worker", worker={"instance_id": "w 2"})
+    with pytest.raises(ConfigError, match="must not contain ':'"):
+        with_overrides(cfg, "huxue bridge", bridge={"client_id": "b:1"})
