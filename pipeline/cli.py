@@ -46,7 +46,7 @@ def cmd_stack(args) -> int:
             print(f"{r['service']:<10} {r['state']:<8} pid={pid:<8} {r['address']:<22} log={r['log']}")
         sec = local.security(cfg)
         print(f"{'security':<10} mqtt: {sec['mqtt']}; kafka: {sec['kafka']}")
-        brokers = [r for r in rows if r["service"] in ("mosquitto", "kafka")]
+        brokers = [r for r in rows if r["service"] == "mosquitto" or r["service"].startswith("kafka")]
         from pipeline import metrics
 
         endpoints = {
@@ -70,8 +70,30 @@ def cmd_stack(args) -> int:
                 print(f"topics     ok       {', '.join(cfg.topics.contract())} ({cfg.kafka.partitions} partitions)")
             except Exception as exc:  # noqa: BLE001 - status reports, never fails on a probe
                 print(f"topics     problem  {exc}")
+        if cfg.stack.kafka_brokers > 1 and any(r["state"] == "ready" for r in brokers if r["service"] != "mosquitto"):
+            _print_cluster(cfg)
         return 0 if all(r["state"] == "ready" for r in brokers) else 3
     return 0
+
+
+def _print_cluster(cfg) -> None:
+    """`stack status` of a local cluster: the controller quorum and the under-replicated partitions."""
+    from pipeline.stack import local
+
+    try:
+        c = local.cluster(cfg)
+    except Exception as exc:  # noqa: BLE001 - status reports, never fails on a probe
+        print(f"{'quorum':<10} problem  {type(exc).__name__}: {exc}")
+        return
+    silent = f"; not fetching: {','.join(map(str, c['silent']))}" if c["silent"] else ""
+    print(f"{'quorum':<10} leader={c['leader']}  voters={','.join(map(str, c['voters']))}  epoch={c['epoch']}{silent}")
+    kinds = sorted({f"RF {rf}, min ISR {isr}" for rf, isr in c["topics"].values()})
+    under = c["under_replicated"]
+    print(f"{'replicas':<10} {'ok' if not under else 'degraded':<8} {len(c['topics'])} topics, {c['partitions']} partitions ({'; '.join(kinds)}); under-replicated: {len(under)}")
+    for name, part, replicas, isr in under[:10]:
+        print(f"{'':<10} {'':<8} {name}[{part}] in sync {','.join(map(str, isr))} of {','.join(map(str, replicas))}")
+    if len(under) > 10:
+        print(f"{'':<10} {'':<8} ... and {len(under) - 10} more")
 
 
 def cmd_devices(args) -> int:

@@ -78,6 +78,7 @@ class KafkaConfig:
     # partitions; changing it later splits per-school state. Pick the most workers
     # you will ever run.
     partitions: int = 6
+    # Replicas of every topic huxue creates; not given: 1, or 3 with stack.kafka_brokers >= 3.
     replication_factor: int = 1
     # Client security: PLAINTEXT (no authentication), SASL_PLAINTEXT or SASL_SSL (SCRAM).
     # With SASL and no username, each component uses the account `huxue stack up`
@@ -209,7 +210,11 @@ class WorkerConfig:
 class StackConfig:
     home: str = ".huxue"  # also HUXUE_HOME
     kafka_version: str = "4.1.2"
-    kafka_controller_port: int = 0  # 0: Kafka port + 1
+    # 1: one combined broker+controller. 3 (or 5, ...): a local cluster on loopback, every
+    # node broker and controller: broker i on the Kafka port + i - 1, its controller on
+    # kafka_controller_port + i - 1; topics replicated 3 times, min.insync.replicas 2.
+    kafka_brokers: int = 1
+    kafka_controller_port: int = 0  # 0: the port after the last broker's (Kafka port + kafka_brokers)
     kafka_heap: str = "-Xms256m -Xmx512m"
     # Where downloaded broker jars are cached (shared between HUXUE_HOMEs); default
     # $XDG_CACHE_HOME/huxue or ~/.cache/huxue.
@@ -523,8 +528,23 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         cfg = dataclasses.replace(cfg, kafka=dataclasses.replace(cfg.kafka, bootstrap=env["HUXUE_KAFKA_BOOTSTRAP"]))
     if env.get("HUXUE_HOME"):
         cfg = dataclasses.replace(cfg, stack=dataclasses.replace(cfg.stack, home=env["HUXUE_HOME"]))
+    cfg = _cluster_defaults(cfg, "replication_factor" in (data.get("kafka") or {}))
     _validate(cfg, cfg_path)
     return cfg
+
+
+def _cluster_defaults(cfg: Config, replication_given: bool) -> Config:
+    """With a local cluster (stack.kafka_brokers > 1) clients bootstrap from every broker, so
+    they survive the first one dying, and topics get 3 replicas unless
+    kafka.replication_factor is given. One broker: the configuration as written."""
+    n = cfg.stack.kafka_brokers
+    if n <= 1:
+        return cfg
+    changes: dict[str, Any] = {} if replication_given else {"replication_factor": min(3, n)}
+    host, _, port = cfg.kafka.bootstrap.rpartition(":")
+    if "," not in cfg.kafka.bootstrap and port.isdigit():
+        changes["bootstrap"] = ",".join(f"{host}:{int(port) + i}" for i in range(n))
+    return dataclasses.replace(cfg, kafka=dataclasses.replace(cfg.kafka, **changes))
 
 
 def _validate(cfg: Config, where: Path) -> None:
@@ -539,6 +559,7 @@ def _validate(cfg: Config, where: Path) -> None:
     if cfg.kafka.partitions < 1:
         raise ConfigError(f"{where}: kafka.partitions must be >= 1")
     _validate_kafka_security(cfg, where)
+    _validate_cluster(cfg, where)
     if cfg.bridge.max_inflight_hard < cfg.bridge.max_inflight:
         raise ConfigError(f"{where}: bridge.max_inflight_hard must be >= bridge.max_inflight")
     _validate_bridge(cfg.bridge, where)
@@ -599,6 +620,29 @@ def _validate_kafka_security(cfg: Config, where: Path) -> None:
         path = cfg.kafka_path(name)
         if path is not None and not path.is_file():
             raise ConfigError(f"{where}: kafka.{name} {path} not found")
+
+
+def _validate_cluster(cfg: Config, where: Path) -> None:
+    n, k = cfg.stack.kafka_brokers, cfg.kafka
+    if n != 1 and (n < 3 or n % 2 == 0):
+        raise ConfigError(
+            f"{where}: stack.kafka_brokers must be 1 or an odd number >= 3, got {n}: every broker is also a KRaft "
+            "controller, and the quorum needs a majority; with 2 (or 4) one broker lost stops it as with 1 (or 3)"
+        )
+    if n == 1:
+        return
+    host, _, port = k.bootstrap.split(",")[0].rpartition(":")
+    wanted = ",".join(f"{host}:{int(port) + i}" for i in range(n)) if port.isdigit() else ""
+    if k.bootstrap != wanted:
+        raise ConfigError(
+            f"{where}: with stack.kafka_brokers {n}, kafka.bootstrap names the first broker (host:port) or all {n} "
+            f"on consecutive ports ({wanted or 'host:port,host:port+1,...'}), got {k.bootstrap!r}"
+        )
+    if not 2 <= k.replication_factor <= n:
+        raise ConfigError(
+            f"{where}: kafka.replication_factor must be in [2, {n}] with stack.kafka_brokers {n} (default 3), "
+            f"got {k.replication_factor}: min.insync.replicas is 2, a topic with fewer replicas takes no acks=all write"
+        )
 
 
 _ITEMS = {"tuple[ReceiverConfig, ...]": ReceiverConfig, "tuple[RouteConfig, ...]": RouteConfig}

@@ -24,7 +24,7 @@ from pipeline.ops import commands
 from pipeline.ops.alerts import follow, format_line
 from pipeline.records import loads
 from pipeline.registry import load_registry
-from pipeline.stack import local
+from pipeline.stack import kafka_server, local
 from pipeline.stack.process import Service
 
 SCHOOL = "zx-01"
@@ -69,7 +69,7 @@ def main(config_path: str | None, exit_when_done: bool = False) -> int:
         signal.signal(sig, lambda *_: stop.set())
 
     running = [r["service"] for r in local.status(cfg) if r["state"] == "ready"]
-    we_started_stack = not {"mosquitto", "kafka"} <= set(running)
+    we_started_stack = not {"mosquitto", *(s.name for s in kafka_server.services(cfg))} <= set(running)
     say(f"huxue demo: 1-3-5 ladder compressed to {cfg.escalation.ack_seconds:g}/{cfg.escalation.arrive_target_seconds:g}/{cfg.escalation.arrive_limit_seconds:g} s; state in {cfg.home}")
     components: list[Service] = []
     publisher = alerts = None

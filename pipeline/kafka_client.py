@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 from kafka.serializer import Serializer
@@ -110,19 +110,21 @@ def consumer(cfg: Config, role: str, **settings: Any) -> KafkaConsumer:
 
 
 def broker_count(cfg: Config, role: str) -> int:
-    """Brokers in the cluster metadata (only ready, unfenced brokers appear)."""
+    """Ready brokers: DescribeCluster (Kafka 4.x) also lists fenced ones, flagged."""
     a = admin(cfg, role, timeout_ms=5000)
     try:
-        return len(a.describe_cluster()["brokers"])
+        return sum(not b.get("is_fenced", False) for b in a.describe_cluster()["brokers"])
     finally:
         a.close()
 
 
 def ensure_topics(
-    cfg: Config, role: str, names: Iterable[str], partitions: int, replication: int = 1, configs: dict[str, str] | None = None
+    cfg: Config, role: str, names: Iterable[str], partitions: int, replication: int | None = None, configs: dict[str, str] | None = None
 ) -> list[str]:
-    """Create missing topics; check existing ones have `partitions`. Returns the created names."""
+    """Create missing topics (`replication` default: kafka.replication_factor); check existing
+    ones have `partitions`. Returns the created names."""
     names = list(names)
+    replication = replication or cfg.kafka.replication_factor
     a = admin(cfg, role)
     try:
         existing = _partition_counts(a, names)
@@ -145,6 +147,15 @@ def ensure_topics(
         return missing
     finally:
         a.close()
+
+
+def topic_config(a: KafkaAdminClient, names: list[str], key: str) -> dict[str, str]:
+    """topic -> its effective value of `key` (the broker's default when the topic sets none)."""
+    if not names:
+        return {}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name, configs={key: None}) for name in names]
+    found = a.describe_configs(resources, config_filter="all").get("topic", {})
+    return {name: entry[key]["value"] for name, entry in found.items() if key in entry}
 
 
 def delete_topics(cfg: Config, role: str, names: list[str]) -> None:
@@ -194,17 +205,17 @@ def producer(cfg: Config, role: str, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**settings)
 
 
-def wait_for_kafka(cfg: Config, role: str, timeout: float, alive: Any = None) -> None:
-    """Wait until the broker answers metadata, or raise. `alive()` False aborts early."""
+def wait_for_kafka(cfg: Config, role: str, timeout: float, alive: Any = None, brokers: int = 1) -> None:
+    """Wait until metadata lists `brokers` ready brokers, or raise. `alive()` False aborts early."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if alive is not None and not alive():
             raise RuntimeError("Kafka process exited during start-up")
         try:
-            if broker_count(cfg, role) >= 1:
+            if broker_count(cfg, role) >= brokers:
                 return
         except (KafkaError, OSError, ValueError) as exc:
             last = exc
         time.sleep(0.5)
-    raise TimeoutError(f"Kafka at {cfg.kafka.bootstrap} did not answer metadata within {timeout:g} s ({last})")
+    raise TimeoutError(f"Kafka at {cfg.kafka.bootstrap} did not list {brokers} broker(s) in metadata within {timeout:g} s ({last})")

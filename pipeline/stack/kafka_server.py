@@ -1,4 +1,13 @@
-"""A single-node Apache Kafka broker in KRaft combined mode, run from Maven Central jars."""
+"""Apache Kafka in KRaft combined mode (each node broker and controller), run from Maven
+Central jars: one node, or a loopback cluster of stack.kafka_brokers nodes.
+
+Cluster layout (N nodes, base = the port of kafka.bootstrap, c = stack.kafka_controller_port
+or base + N): node i (1..N) serves clients on base + i - 1 and the quorum on c + i - 1, has
+its config in kafka/server-<i>.properties, its data in data/kafka-<i> and its log in
+logs/kafka-<i>.log. One node keeps the single-broker names (kafka/server.properties,
+data/kafka, logs/kafka.log). All nodes share one cluster id and a static quorum
+(controller.quorum.voters lists every node).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import Config
@@ -49,14 +59,63 @@ logger.storage.level = WARN
 """
 
 
-def service(cfg: Config) -> Service:
-    return Service("kafka", cfg.home, marker="kafka.Kafka")
+MARKER = "kafka.Kafka"  # in every node's command line (Service.marker)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One KRaft node of the local stack: a broker and a controller in one JVM."""
+
+    id: int
+    host: str
+    port: int  # client listener (the broker)
+    controller: int  # controller listener (the quorum)
+    name: str  # service name: "kafka" alone, "kafka-<id>" in a cluster
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def nodes(cfg: Config) -> list[Node]:
+    n = cfg.stack.kafka_brokers
+    host, _, port = cfg.kafka.bootstrap.split(",")[0].rpartition(":")
+    base = int(port)
+    controller = cfg.stack.kafka_controller_port or base + n
+    return [
+        Node(i, host or "127.0.0.1", base + i - 1, controller + i - 1, "kafka" if n == 1 else f"kafka-{i}")
+        for i in range(1, n + 1)
+    ]
+
+
+def service(cfg: Config, node: Node | None = None) -> Service:
+    """The node's service (default: the first node, the only one of a single broker)."""
+    return Service((node or nodes(cfg)[0]).name, cfg.home, marker=MARKER)
+
+
+def services(cfg: Config) -> list[Service]:
+    return [service(cfg, node) for node in nodes(cfg)]
+
+
+def running_elsewhere(cfg: Config) -> list[Service]:
+    """Kafka nodes running in this HUXUE_HOME that the configuration does not name (another
+    stack.kafka_brokers): their ports and quorum are not this configuration's."""
+    mine = {node.name for node in nodes(cfg)}
+    found = [Service(p.stem, cfg.home, marker=MARKER) for p in sorted((cfg.home / "run").glob("kafka*.pid"))]
+    return [svc for svc in found if svc.name not in mine and svc.pid() is not None]
 
 
 def ports(cfg: Config) -> tuple[str, int, int]:
-    host, _, port = cfg.kafka.bootstrap.split(",")[0].rpartition(":")
-    broker = int(port)
-    return host or "127.0.0.1", broker, cfg.stack.kafka_controller_port or broker + 1
+    first = nodes(cfg)[0]
+    return first.host, first.port, first.controller
+
+
+def config_path(cfg: Config, node: Node) -> Path:
+    return cfg.home / "kafka" / ("server.properties" if node.name == "kafka" else f"server-{node.id}.properties")
+
+
+def data_dir(cfg: Config, node: Node) -> Path:
+    return cfg.home / "data" / node.name
 
 
 def cache_dir(cfg: Config) -> Path:
@@ -93,33 +152,41 @@ def ensure_jars(cfg: Config, say=print) -> Path:
     return lib
 
 
-def write_config(cfg: Config) -> Path:
-    host, broker, controller = ports(cfg)
-    conf_dir = cfg.home / "kafka"
-    data = cfg.home / "data" / "kafka"
-    conf_dir.mkdir(parents=True, exist_ok=True)
-    data.mkdir(parents=True, exist_ok=True)
+def replication(brokers: int) -> tuple[int, int]:
+    """(replicas, min in-sync replicas) of every topic: 3 and 2 on a cluster, so an
+    acknowledged write is on two brokers and one broker may die without stopping writes."""
+    return (1, 1) if brokers == 1 else (3, 2)
+
+
+def properties(cfg: Config, node: Node) -> dict[str, str]:
+    """server.properties of one node."""
+    every = nodes(cfg)
+    host, broker, controller = node.host, node.port, node.controller
+    rf, isr = (str(v) for v in replication(len(every)))
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{host}:{controller}",
+        "node.id": str(node.id),
+        "controller.quorum.voters": ",".join(f"{n.id}@{n.host}:{n.controller}" for n in every),
         "listeners": f"PLAINTEXT://{host}:{broker},CONTROLLER://{host}:{controller}",
         "advertised.listeners": f"PLAINTEXT://{host}:{broker}",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "inter.broker.listener.name": "PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
-        "log.dirs": str(data),
+        "log.dirs": str(data_dir(cfg, node)),
         "num.partitions": str(cfg.kafka.partitions),
         # Topics are created by huxue with the right partition count; an auto-created
         # topic would silently break co-partitioning.
         "auto.create.topics.enable": "false",
-        "offsets.topic.replication.factor": "1",
+        # internal topics (consumer offsets, transactions) replicated as huxue's own
+        "default.replication.factor": rf,
+        "min.insync.replicas": isr,
+        "offsets.topic.replication.factor": rf,
         "offsets.topic.num.partitions": "3",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": rf,
+        "transaction.state.log.min.isr": isr,
         "transaction.state.log.num.partitions": "3",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": rf,
+        "share.coordinator.state.topic.min.isr": isr,
         "group.initial.rebalance.delay.ms": "0",
         "num.network.threads": "2",
         "num.io.threads": "4",
@@ -132,7 +199,16 @@ def write_config(cfg: Config) -> Path:
     if kafka_auth.enabled(cfg):
         kafka_auth.check_supported(cfg)
         props.update(kafka_auth.server_properties(cfg, host, broker, controller))
-    path = conf_dir / "server.properties"
+    return props
+
+
+def write_config(cfg: Config, node: Node | None = None) -> Path:
+    node = node or nodes(cfg)[0]
+    conf_dir = cfg.home / "kafka"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    data_dir(cfg, node).mkdir(parents=True, exist_ok=True)
+    props = properties(cfg, node)
+    path = config_path(cfg, node)
     # 0600: with SASL it holds the admin password
     write_private(path, "".join(f"{k}={v}\n" for k, v in props.items()).encode())
     (conf_dir / "log4j2.properties").write_text(LOG4J2)
@@ -163,9 +239,11 @@ def java_argv(cfg: Config, lib: Path, main: list[str]) -> list[str]:
     ]
 
 
-def format_storage(cfg: Config, lib: Path, server_props: Path) -> None:
-    data = cfg.home / "data" / "kafka"
-    marker = cfg.home / "kafka" / "scram-users"  # the data dir was formatted with the SCRAM users
+def format_storage(cfg: Config, lib: Path, server_props: Path, node: Node | None = None) -> None:
+    node = node or nodes(cfg)[0]
+    data = data_dir(cfg, node)
+    # the data dir was formatted with the SCRAM users
+    marker = cfg.home / "kafka" / ("scram-users" if node.name == "kafka" else f"scram-users-{node.id}")
     formatted = (data / "meta.properties").exists()
     sasl = kafka_auth.enabled(cfg)
     if sasl and formatted and not marker.exists():
@@ -177,7 +255,7 @@ def format_storage(cfg: Config, lib: Path, server_props: Path) -> None:
     args = ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id(cfg)}", "-c", str(server_props), "--ignore-formatted", *scram]
     # The passwords go in a 0600 argument file that the java launcher expands, not on the
     # command line, where `ps` would show them to every local user.
-    argfile = cfg.home / "kafka" / "format.args"
+    argfile = cfg.home / "kafka" / f"format-{node.name}.args"
     quoted = (a.replace("\\", "\\\\").replace('"', '\\"') for a in args)  # the launcher's quoting rules
     write_private(argfile, "".join(f'"{a}"\n' for a in quoted).encode())
     try:
@@ -193,7 +271,7 @@ def format_storage(cfg: Config, lib: Path, server_props: Path) -> None:
 def check_running_protocol(cfg: Config) -> None:
     """A running broker keeps the listener it started with: changing kafka.security_protocol needs a restart."""
     try:
-        text = (cfg.home / "kafka" / "server.properties").read_text()
+        text = config_path(cfg, nodes(cfg)[0]).read_text()
     except OSError:
         return
     running = "SASL_PLAINTEXT" if "advertised.listeners=SASL_PLAINTEXT://" in text else "PLAINTEXT"
@@ -203,11 +281,18 @@ def check_running_protocol(cfg: Config) -> None:
         )
 
 
-def start(cfg: Config, say=print) -> Service:
-    svc = service(cfg)
+def start(cfg: Config, say=print, only: list[Node] | None = None) -> list[Service]:
+    """Start the nodes `only` (default: every node not running). All are formatted first and
+    then started together: a lone controller waits for a majority of the quorum."""
+    todo = [node for node in (only if only is not None else nodes(cfg)) if service(cfg, node).pid() is None]
+    if not todo:
+        return []
     lib = ensure_jars(cfg, say)
-    props = write_config(cfg)
-    format_storage(cfg, lib, props)
-    svc.start(java_argv(cfg, lib, ["kafka.Kafka", str(props)]), cwd=cfg.home)
-    return svc
+    props = {}
+    for node in todo:
+        props[node] = write_config(cfg, node)
+        format_storage(cfg, lib, props[node], node)
+    for node in todo:
+        service(cfg, node).start(java_argv(cfg, lib, ["kafka.Kafka", str(props[node])]), cwd=cfg.home)
+    return [service(cfg, node) for node in todo]
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
+
+from kafka.errors import KafkaConnectionError
 
 from pipeline import kafka_client
 from pipeline.config import Config
@@ -28,9 +31,11 @@ def _port_open(host: str, port: int) -> bool:
 
 
 def up(cfg: Config, say=print) -> None:
-    """Start what is not running, wait until both brokers really answer, create the topics.
+    """Start what is not running, wait until Mosquitto and every Kafka broker really answer,
+    create the topics.
 
-    Idempotent: a second `up` finds both running and only re-checks the topics.
+    Idempotent: a second `up` finds them running and only re-checks the topics (and
+    restarts a Kafka node that died).
     """
     cfg.home.mkdir(parents=True, exist_ok=True)
     if kafka_auth.enabled(cfg):
@@ -48,24 +53,17 @@ def up(cfg: Config, say=print) -> None:
         synced = mosquitto_server.sync_accounts(cfg, say)
         if synced is not None and synced.changed and mosquitto_server.reload(cfg, synced):
             say("MQTT accounts changed: Mosquitto reloaded its password file and ACL")
-    kf = kafka_server.service(cfg)
-    host, port, _ = kafka_server.ports(cfg)
-    if kf.pid() is None:
-        if _port_open(host, port):
-            raise RuntimeError(f"port {port} is taken by another process; set kafka.bootstrap to a free port")
-        say(f"starting Kafka {cfg.stack.kafka_version} (KRaft) on {host}:{port} (log: {kf.logfile})")
-        kafka_server.start(cfg, say)
-        started.append(kf)
-    else:
-        say(f"Kafka already running (pid {kf.pid()})")
-        kafka_server.check_running_protocol(cfg)
+    kafka = kafka_server.services(cfg)
+    started += _start_kafka(cfg, say)
 
     t0 = time.monotonic()
     try:
         wait_for_mqtt(cfg, READY_TIMEOUT, alive=lambda: mq.pid() is not None)
-        kafka_client.wait_for_kafka(cfg, "admin", READY_TIMEOUT, alive=lambda: kf.pid() is not None)
+        kafka_client.wait_for_kafka(
+            cfg, "admin", READY_TIMEOUT, alive=lambda: all(s.pid() is not None for s in kafka), brokers=len(kafka)
+        )
     except (RuntimeError, TimeoutError) as exc:
-        for svc in (mq, kf):
+        for svc in (mq, *kafka):
             if svc in started:
                 say(f"--- last lines of {svc.logfile}:\n{svc.log_tail()}")
         raise RuntimeError(f"stack did not become ready: {exc}") from exc
@@ -77,6 +75,29 @@ def up(cfg: Config, say=print) -> None:
         cfg, "admin", cfg.topics.deployment(), cfg.kafka.partitions, cfg.kafka.replication_factor
     )
     say(f"topics: {', '.join(cfg.topics.deployment())} ({cfg.kafka.partitions} partitions; created {len(created)})")
+
+
+def _start_kafka(cfg: Config, say) -> list[Service]:
+    """Start the Kafka nodes that are not running; refuse a taken port or another layout."""
+    if elsewhere := kafka_server.running_elsewhere(cfg):
+        raise RuntimeError(
+            f"{', '.join(s.name for s in elsewhere)} of another stack.kafka_brokers run in {cfg.home}: `huxue stack down` first"
+        )
+    todo = []
+    for node, svc in zip(kafka_server.nodes(cfg), kafka_server.services(cfg)):
+        if svc.pid() is not None:
+            say(f"{node.name} already running (pid {svc.pid()})")
+            continue
+        for port in (node.port, node.controller):
+            if _port_open(node.host, port):
+                raise RuntimeError(f"port {port} ({node.name}) is taken by another process; set kafka.bootstrap to a free port")
+        todo.append(node)
+    if len(todo) < len(kafka_server.nodes(cfg)):
+        kafka_server.check_running_protocol(cfg)
+    if todo:
+        where = ", ".join(f"{n.name} on {n.address}" for n in todo)
+        say(f"starting Kafka {cfg.stack.kafka_version} (KRaft): {where} (logs: {cfg.home / 'logs'})")
+    return kafka_server.start(cfg, say, todo)
 
 
 def security(cfg: Config) -> dict[str, str]:
@@ -98,15 +119,27 @@ def down(cfg: Config, say=print) -> None:
     for svc in components(cfg):
         if svc.pid() is not None:
             say(f"{svc.name}: {svc.stop(cfg.stack.stop_timeout_seconds)}")
-    for svc in (kafka_server.service(cfg), mosquitto_server.service(cfg)):
-        say(f"{svc.name}: {svc.stop(cfg.stack.stop_timeout_seconds)}")
+    # Every Kafka node of this home (also of another stack.kafka_brokers), all at once: a node
+    # left alone after the quorum is gone can hang in its controlled shutdown.
+    kafka = _kafka_services(cfg)
+    with ThreadPoolExecutor(max(1, len(kafka))) as pool:
+        outcomes = list(pool.map(lambda svc: svc.stop(cfg.stack.stop_timeout_seconds), kafka))
+    for svc, outcome in zip(kafka, outcomes):
+        say(f"{svc.name}: {outcome}")
+    mq = mosquitto_server.service(cfg)
+    say(f"{mq.name}: {mq.stop(cfg.stack.stop_timeout_seconds)}")
+
+
+def _kafka_services(cfg: Config) -> list[Service]:
+    return kafka_server.services(cfg) + kafka_server.running_elsewhere(cfg)
 
 
 def status(cfg: Config) -> list[dict[str, object]]:
     """What runs where: one row per service, with a live check of its port."""
-    host, port, _ = kafka_server.ports(cfg)
+    brokers = [(mosquitto_server.service(cfg), cfg.mqtt.host, cfg.mqtt.port)]
+    brokers += [(kafka_server.service(cfg, n), n.host, n.port) for n in kafka_server.nodes(cfg)]
     rows = []
-    for svc, h, p in ((mosquitto_server.service(cfg), cfg.mqtt.host, cfg.mqtt.port), (kafka_server.service(cfg), host, port)):
+    for svc, h, p in brokers:
         pid = svc.pid()
         rows.append(
             {
@@ -121,3 +154,42 @@ def status(cfg: Config) -> list[dict[str, object]]:
         if (pid := svc.pid()) is not None:
             rows.append({"service": svc.name, "pid": pid, "address": "-", "state": "running", "log": str(svc.logfile)})
     return rows
+
+
+def cluster(cfg: Config, attempts: int = 3) -> dict[str, object]:
+    """The controller quorum and the replication of every topic (on the local stack all are
+    huxue's, with __consumer_offsets), asked of a live broker."""
+    for _ in range(attempts - 1):
+        try:
+            return _cluster(cfg)
+        except KafkaConnectionError:
+            pass  # a dead broker stays in the metadata until it is fenced (9 s): a request may go there
+    return _cluster(cfg)
+
+
+def _cluster(cfg: Config) -> dict[str, object]:
+    a = kafka_client.admin(cfg, "admin", timeout_ms=5000)
+    try:
+        quorum = a.describe_metadata_quorum()["topics"][0]["partitions"][0]
+        topics = [t for t in a.describe_topics() if t.get("error_code", 0) == 0]
+        min_isr = kafka_client.topic_config(a, [t["name"] for t in topics], "min.insync.replicas")
+    finally:
+        a.close()
+    now_ms = time.time() * 1000
+    partitions = [(t["name"], p) for t in topics for p in t["partitions"]]
+    return {
+        "leader": quorum["leader_id"],
+        "epoch": quorum["leader_epoch"],
+        "voters": sorted(v["replica_id"] for v in quorum["current_voters"]),
+        # a voter that has not fetched from the leader for 5 s is down or cut off
+        "silent": sorted(
+            v["replica_id"] for v in quorum["current_voters"]
+            if v["replica_id"] != quorum["leader_id"] and now_ms - v.get("last_fetch_timestamp", now_ms) > 5000
+        ),
+        "topics": {t["name"]: (len(t["partitions"][0]["replica_nodes"]), min_isr.get(t["name"])) for t in topics if t["partitions"]},
+        "partitions": len(partitions),
+        "under_replicated": [
+            (name, p["partition_index"], sorted(p["replica_nodes"]), sorted(p["isr_nodes"]))
+            for name, p in partitions if len(p["isr_nodes"]) < len(p["replica_nodes"])
+        ],
+    }

@@ -259,7 +259,7 @@ def test_notifier_delivers_retries_reports_and_survives_kill(stack, workdir: Pat
         first = alert(tag, 0)
         hook.flaky[first["identifier"]] = 2
         send(first)
-        notes.wait(lambda rs: len(by_outcome(rs, first["identifier"], "ops-hook")) >= 3 and by_outcome(rs, first["identifier"], "duty-room"), 20, "the first panic paged")
+        notes.wait(lambda rs: len(by_outcome(rs, first["identifier"], "ops-hook")) >= 3 and by_outcome(rs, first["identifier"], "duty-room"), 45, "the first panic paged")
         records = list(notes.records)
         assert by_outcome(records, first["identifier"], "ops-hook") == [(1, "retrying"), (2, "retrying"), (3, "delivered")]
         assert by_outcome(records, first["identifier"], "duty-room") == [(1, "delivered")]
