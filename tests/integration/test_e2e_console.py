@@ -123,6 +123,18 @@ def _read(fn):
         return None
 
 
+def sign_in(browser, url: str, username: str, password: str) -> None:
+    """Sign in on the console's page and wait for its live updates."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(url)
+    wait_for(lambda: browser.find_element(By.ID, "login").is_displayed(), 15, "the sign-in form")
+    browser.find_element(By.NAME, "username").send_keys(username)
+    browser.find_element(By.NAME, "password").send_keys(password)
+    browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+    wait_for(lambda: "on" in browser.find_element(By.ID, "live").get_attribute("class"), 15, "live updates connected")
+
+
 def _card(browser, incident_id: str):
     from selenium.webdriver.common.by import By
 
@@ -222,12 +234,7 @@ def test_a_lost_connection_shows_a_stale_banner_and_a_panic_raised_meanwhile_app
         p.start()
         console.start()
         console.wait_log("recording", 30)
-        browser.get(f"http://127.0.0.1:{port}/")
-        wait_for(lambda: browser.find_element(By.ID, "login").is_displayed(), 15, "the sign-in form")
-        browser.find_element(By.NAME, "username").send_keys("duty-li")
-        browser.find_element(By.NAME, "password").send_keys("pw-duty")
-        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
-        wait_for(lambda: "on" in browser.find_element(By.ID, "live").get_attribute("class"), 15, "live updates connected")
+        sign_in(browser, f"http://127.0.0.1:{port}/", "duty-li", "pw-duty")
         assert not browser.find_element(By.ID, "stale").is_displayed()
 
         console.kill()

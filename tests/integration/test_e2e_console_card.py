@@ -13,7 +13,7 @@ import pytest
 from harness import Pipeline, Proc, free_port, wait_for
 from pipeline.ops.auth import hash_password
 from pipeline.records import iso_utc, parse_ts
-from test_e2e_console import ARTIFACTS, _card, _read, browser  # noqa: F401 (browser: the shared fixture)
+from test_e2e_console import ARTIFACTS, _card, _read, browser, sign_in  # noqa: F401 (browser: the shared fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +31,17 @@ def test_card_order_timeline_unit_on_scene_lockdown_actions_and_broken_snapshot(
     def card_text(iid: str) -> str | None:
         return _read(lambda: _card(browser, iid).text)
 
+    def type_into(iid: str, css: str, text: str) -> None:
+        """Type into a box of a card (again, if a live update redrew it meanwhile)."""
+
+        def typed() -> bool:
+            box = _card(browser, iid).find_element(By.CSS_SELECTOR, css)
+            box.clear()
+            box.send_keys(text)
+            return box.get_attribute("value") == text
+
+        wait_for(lambda: _read(typed), 10, f"{text!r} typed into {css}")
+
     def click(iid: str, css: str) -> None:
         wait_for(lambda: _read(lambda: _card(browser, iid).find_element(By.CSS_SELECTOR, css).click() or True), 10, f"a click on {css}")
 
@@ -38,12 +49,7 @@ def test_card_order_timeline_unit_on_scene_lockdown_actions_and_broken_snapshot(
         p.start()
         console.start()
         console.wait_log("recording", 30)
-        browser.get(f"http://127.0.0.1:{port}/")
-        wait_for(lambda: browser.find_element(By.ID, "login").is_displayed(), 15, "the sign-in form")
-        browser.find_element(By.NAME, "username").send_keys("ops-wang")
-        browser.find_element(By.NAME, "password").send_keys("pw-ops")
-        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
-        wait_for(lambda: "on" in browser.find_element(By.ID, "live").get_attribute("class"), 15, "live updates connected")
+        sign_in(browser, f"http://127.0.0.1:{port}/", "ops-wang", "pw-ops")
 
         # (a) the unacknowledged real panic, pressed first (the oldest), is listed above an
         # acknowledged real panic and a drill
@@ -71,13 +77,7 @@ def test_card_order_timeline_unit_on_scene_lockdown_actions_and_broken_snapshot(
         browser.save_screenshot(str(ARTIFACTS / "console-timeline.png"))
 
         # a note typed on a card outlives the live updates that re-render it (checked after (c))
-        def type_note() -> bool:
-            box = _card(browser, unacked).find_element(By.CSS_SELECTOR, "input[data-note]")
-            box.clear()
-            box.send_keys("calling the guard post")
-            return box.get_attribute("value") == "calling the guard post"
-
-        wait_for(lambda: _read(type_note), 10, "the note typed")
+        type_into(unacked, "input[data-note]", "calling the guard post")
 
         # (c) Arrived asks for the unit, inline; without one nothing is sent
         click(acked, "button[data-arrive]")
@@ -85,13 +85,7 @@ def test_card_order_timeline_unit_on_scene_lockdown_actions_and_broken_snapshot(
         error = wait_for(lambda: _read(lambda: _card(browser, acked).find_element(By.CSS_SELECTOR, "[data-unit-error]").text), 10, "the unit-required message")
         assert error == "Enter the unit on scene."
 
-        def type_unit() -> bool:
-            box = _card(browser, acked).find_element(By.CSS_SELECTOR, "input[data-unit]")
-            box.clear()
-            box.send_keys("Mobile unit 3")
-            return box.get_attribute("value") == "Mobile unit 3"
-
-        wait_for(lambda: _read(type_unit), 10, "the unit typed")
+        type_into(acked, "input[data-unit]", "Mobile unit 3")
         click(acked, "button[data-confirm-arrive]")
         arrived = p.wait_stage("t42", "arrived")
         assert (arrived["note"], arrived["by"]) == ("Mobile unit 3", "ops-wang")

@@ -10,7 +10,7 @@ import pytest
 import harness
 from harness import REPO, Pipeline, Proc, free_port, wait_for
 from pipeline.ops.auth import hash_password
-from test_e2e_console import ARTIFACTS, _card, _read, browser  # noqa: F401 (browser: the shared fixture)
+from test_e2e_console import ARTIFACTS, _card, _read, browser, sign_in  # noqa: F401 (browser: the shared fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -32,17 +32,6 @@ def city() -> dict:
     reg["schools"][2]["site_plan"] = str(SITE_PLAN)
     reg["schools"][3]["site_plan"] = "plans/missing.png"
     return reg
-
-
-def sign_in(browser, url: str, username: str, password: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    browser.get(url)
-    wait_for(lambda: browser.find_element(By.ID, "login").is_displayed(), 15, "the sign-in form")
-    browser.find_element(By.NAME, "username").send_keys(username)
-    browser.find_element(By.NAME, "password").send_keys(password)
-    browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
-    wait_for(lambda: "on" in browser.find_element(By.ID, "live").get_attribute("class"), 15, "live updates connected")
 
 
 def test_card_where_and_who_checklist_site_plans_and_the_map(stack, workdir, browser):  # noqa: F811
