@@ -102,6 +102,39 @@ class EscalationConfig:
 
 
 @dataclass(frozen=True)
+class UnitSpeeds:
+    """Average urban speed of each unit profile (records.UNIT_PROFILES), km/h, door to door:
+    a Chinese city's daytime traffic, with lights for the car, filtering for the motorbike."""
+
+    car: float = 40
+    motorbike: float = 35
+    foot: float = 5
+
+
+@dataclass(frozen=True)
+class UnitsConfig:
+    """Mobile units (issue 13): ETAs to schools, nearest units on a panic, coverage gaps.
+
+    ETA = road metres / the profile's speed; road metres = great-circle metres x road_factor
+    (a school's own `road_factor` in the registry wins), or a school's `road_table` entry
+    when the unit is within road_table_radius_m of one of its places (rules/units.py)."""
+
+    road_factor: float = 1.4  # road distance / straight-line distance, typical of a city grid
+    speeds_kmh: UnitSpeeds = field(default_factory=UnitSpeeds)
+    # A unit with no position report for this long has an unknown position: never listed,
+    # never counted as coverage (units report every 5-30 s).
+    stale_after_seconds: float = 120
+    max_nearest: int = 3  # units listed with a panic
+    # Nearest units and coverage count only units whose registry area lists the school;
+    # false: any available unit (its area only breaks ties and is flagged).
+    area_only: bool = False
+    road_table_radius_m: float = 300  # a unit this close to a road_table place uses its metres
+
+    def speed_kmh(self, profile: str) -> float:
+        return float(getattr(self.speeds_kmh, profile))
+
+
+@dataclass(frozen=True)
 class BridgeConfig:
     client_id: str = ""  # default: huxue-bridge-<hostname>; must be stable and unique per replica
     # MQTT 5 Receive Maximum: the broker sends at most this many unacknowledged messages.
@@ -299,6 +332,7 @@ class Config:
     adapters: AdaptersConfig = field(default_factory=AdaptersConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    units: UnitsConfig = field(default_factory=UnitsConfig)
     # Directory the configuration file lives in; relative paths resolve against it.
     base_dir: str = "."
 
@@ -567,6 +601,7 @@ def _validate(cfg: Config, where: Path) -> None:
         raise ConfigError(f"{where}: worker.tick_seconds must be in (0, 5]")
     _validate_severities(cfg.rules, f"{where}: rules")
     _validate_notify(cfg, where)
+    _validate_units(cfg.units, where)
     if bool(cfg.console.tls_cert) != bool(cfg.console.tls_key):
         raise ConfigError(f"{where}: console.tls_cert and console.tls_key go together (PEM certificate and its key)")
     for path in cfg.console_tls() or ():
@@ -706,6 +741,18 @@ def _validate_notify(cfg: Config, where: Path) -> None:
         raise ConfigError(f"{where}: notify needs 0 < retry_initial_seconds <= retry_cap_seconds and timeout_seconds > 0")
     if not n.group_id:
         raise ConfigError(f"{where}: notify.group_id must not be empty")
+
+
+def _validate_units(u: UnitsConfig, where: Path) -> None:
+    if not 1 <= u.road_factor <= 5:
+        raise ConfigError(f"{where}: units.road_factor must be in [1, 5] (roads are never shorter than the straight line), got {u.road_factor:g}")
+    for profile, kmh in dataclasses.asdict(u.speeds_kmh).items():
+        if not 0 < kmh <= 200:
+            raise ConfigError(f"{where}: units.speeds_kmh.{profile} must be in (0, 200] km/h, got {kmh:g}")
+    if u.stale_after_seconds <= 0:
+        raise ConfigError(f"{where}: units.stale_after_seconds must be > 0, got {u.stale_after_seconds:g}")
+    if u.max_nearest < 1:
+        raise ConfigError(f"{where}: units.max_nearest must be >= 1, got {u.max_nearest}")
 
 
 def _validate_bridge(b: BridgeConfig, where: Path) -> None:

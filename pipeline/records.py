@@ -31,6 +31,9 @@ EVENT_TYPES: dict[str, frozenset[str] | None] = {
     "guard.checkout": frozenset({"guard_terminal"}),
     "device.tamper": None,
     "device.heartbeat": None,
+    # mobile units (registry `units:`), not school devices: positions and duty status
+    "unit.position": frozenset({"mobile_unit"}),
+    "unit.status": frozenset({"mobile_unit"}),
 }
 # Produced by the bridge from `.../status` messages, never accepted from a device's event topic.
 STATUS_TYPES = ("device.online", "device.offline")
@@ -46,6 +49,12 @@ DEVICE_KINDS = frozenset(
         "guard_terminal",
     }
 )
+# Mobile units (patrol cars, motorbike officers, foot patrols): registry `units:`, not a
+# school's devices, so not in DEVICE_KINDS. Their speed profiles (config units.speeds_kmh)
+# and the duty statuses of `unit.status` (CONTRACT.md §1, issue 13).
+UNIT_KIND = "mobile_unit"
+UNIT_PROFILES = ("car", "motorbike", "foot")
+UNIT_STATUSES = ("available", "dispatched", "on_scene", "off_duty")
 SEVERITIES = ("Extreme", "Severe", "Moderate", "Minor")
 # commands on one incident, and commands on a school (silences, lockdown)
 INCIDENT_COMMANDS = ("ack", "arrive", "resolve", "false_alarm")

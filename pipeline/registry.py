@@ -14,7 +14,7 @@ import orjson
 import yaml
 
 from pipeline.config import ConfigError
-from pipeline.records import DEVICE_KINDS
+from pipeline.records import DEVICE_KINDS, UNIT_KIND, UNIT_PROFILES
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -44,6 +44,17 @@ class Coordinates:
 
 
 @dataclass(frozen=True)
+class RoadPlace:
+    """A place with a known road distance to a school (a police station, a patrol point, the
+    far side of a river's one bridge): units near it use `metres` (rules/units.py)."""
+
+    name: str
+    lat: float
+    lon: float
+    metres: float
+
+
+@dataclass(frozen=True)
 class Contact:
     role: str
     name: str
@@ -70,6 +81,10 @@ class School:
     coordinates: Coordinates | None = None
     contacts: tuple[Contact, ...] = ()
     site_plan: str = ""
+    # Mobile units (issue 13), optional: this school's road distance / straight-line distance
+    # (None: units.road_factor of the config) and places with known road metres to it.
+    road_factor: float | None = None
+    road_table: tuple[RoadPlace, ...] = ()
 
     @property
     def site_plan_is_url(self) -> bool:
@@ -95,15 +110,39 @@ class Device:
 
 
 @dataclass(frozen=True)
+class Unit:
+    """A mobile unit (patrol car, motorbike officer, foot patrol): registry `units:`.
+
+    Not a school's device: it publishes `unit.position` / `unit.status` on its own device
+    topic (huxue/v1/devices/<id>/events), and `area` lists the schools it covers."""
+
+    id: str
+    profile: str  # records.UNIT_PROFILES: its speed (config units.speeds_kmh)
+    area: tuple[str, ...] = ()
+    name: str = ""
+    callsign: str = ""
+    kind: str = UNIT_KIND
+
+
+@dataclass(frozen=True)
 class Registry:
     schools: dict[str, School]
     devices: dict[str, Device]
     # (ecosystem, external name) -> devices, e.g. ("frigate", "gate_cam"): one Frigate
     # camera can be a video_analytics, a face_camera and a plate_camera device at once
     external: dict[tuple[str, str], tuple[Device, ...]]
+    # Mobile units by id (ids never shared with a device: both publish under huxue/v1/devices/)
+    units: dict[str, Unit] = field(default_factory=dict)
 
     def device(self, device_id: str) -> Device | None:
         return self.devices.get(device_id)
+
+    def unit(self, unit_id: str) -> Unit | None:
+        return self.units.get(unit_id)
+
+    def units_of(self, school_id: str) -> list[Unit]:
+        """The units whose area lists the school."""
+        return [u for u in self.units.values() if school_id in u.area]
 
     def school(self, school_id: str) -> School | None:
         return self.schools.get(school_id)
@@ -196,6 +235,33 @@ def _site_plan(raw: Any, base: Path, where: str) -> str:
     return str((base / raw).resolve())
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _road(raw: dict[str, Any], where: str) -> tuple[float | None, tuple[RoadPlace, ...]]:
+    """A school's optional road_factor and road_table (mobile units' ETAs)."""
+    factor = raw.get("road_factor")
+    if factor is not None and (not _number(factor) or not 1 <= factor <= 5):
+        raise ConfigError(f"{where}: road_factor must be a number in [1, 5] (road / straight-line distance), got {factor!r}")
+    table = raw.get("road_table")
+    if table is None:
+        return (None if factor is None else float(factor)), ()
+    if not isinstance(table, list):
+        raise ConfigError(f"{where}: road_table must be a list of {{name, lat, lon, metres}}, got {table!r}")
+    places = []
+    for i, p in enumerate(table):
+        at = f"{where}: road_table[{i}]"
+        if not isinstance(p, dict) or set(p) - {"name", "lat", "lon", "metres"} or not all(_number(p.get(k)) for k in ("lat", "lon", "metres")):
+            raise ConfigError(f"{at}: expected {{name, lat: <number>, lon: <number>, metres: <number>}}, got {p!r}")
+        c = _coordinates({"lat": p["lat"], "lon": p["lon"]}, at)
+        assert c is not None
+        if p["metres"] < 0:
+            raise ConfigError(f"{at}: metres must not be negative, got {p['metres']!r}")
+        places.append(RoadPlace(name=str(p.get("name") or f"place-{i}"), lat=c.lat, lon=c.lon, metres=float(p["metres"])))
+    return (None if factor is None else float(factor)), tuple(places)
+
+
 def _school(raw: dict[str, Any], where: str, base: Path = Path(".")) -> School:
     if not isinstance(raw, dict) or not raw.get("id"):
         raise ConfigError(f"{where}: a school needs an id")
@@ -221,6 +287,7 @@ def _school(raw: dict[str, Any], where: str, base: Path = Path(".")) -> School:
         closed = frozenset(d if isinstance(d, date) else date.fromisoformat(str(d)) for d in raw.get("closed_dates") or [])
     except ValueError as exc:
         raise ConfigError(f"{where} ({sid}): closed_dates must be YYYY-MM-DD: {exc}") from exc
+    road_factor, road_table = _road(raw, f"{where} ({sid})")
     notify_raw = raw.get("notify") or {}
     if not isinstance(notify_raw, dict) or set(notify_raw) - set(NOTIFY_ROLES) or not all(isinstance(v, list) for v in notify_raw.values()):
         raise ConfigError(f"{where} ({sid}): notify maps roles ({', '.join(NOTIFY_ROLES)}) to lists of receiver names, got {notify_raw!r}")
@@ -239,6 +306,8 @@ def _school(raw: dict[str, Any], where: str, base: Path = Path(".")) -> School:
         coordinates=_coordinates(raw.get("coordinates"), f"{where} ({sid})"),
         contacts=_contacts(raw.get("contacts"), f"{where} ({sid})"),
         site_plan=_site_plan(raw.get("site_plan"), base, f"{where} ({sid})"),
+        road_factor=road_factor,
+        road_table=road_table,
     )
 
 
@@ -252,6 +321,8 @@ def _device(raw: dict[str, Any], schools: dict[str, School], where: str) -> Devi
     if school not in schools:
         raise ConfigError(f"{where} ({did}): unknown school {school!r}")
     kind = str(raw.get("kind", ""))
+    if kind == UNIT_KIND:
+        raise ConfigError(f"{where} ({did}): a {UNIT_KIND} is not a school's device: list it under units: (with its profile and area)")
     if kind not in DEVICE_KINDS:
         raise ConfigError(f"{where} ({did}): unknown kind {kind!r}; known: {', '.join(sorted(DEVICE_KINDS))}")
     external = {str(k): str(v) for k, v in (raw.get("external") or {}).items()}
@@ -268,6 +339,31 @@ def _device(raw: dict[str, Any], schools: dict[str, School], where: str) -> Devi
         loiter_zones=tuple(str(z) for z in raw.get("loiter_zones") or ()),
         press_actions=tuple(str(a) for a in raw.get("press_actions") or ()),
     )
+
+
+def _unit(raw: Any, schools: dict[str, School], where: str) -> Unit:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping {{id, profile, area}}")
+    uid = str(raw.get("id", ""))
+    if not DEVICE_ID.match(uid):
+        raise ConfigError(f"{where}: unit id {uid!r} must be 1-64 chars of [A-Za-z0-9._-]")
+    unknown = sorted(str(k) for k in set(raw) - {"id", "kind", "profile", "area", "name", "callsign"})
+    if unknown:
+        raise ConfigError(f"{where} ({uid}): unknown key(s) {', '.join(unknown)}; known: area, callsign, id, kind, name, profile")
+    kind = raw.get("kind", UNIT_KIND)
+    if kind != UNIT_KIND:
+        raise ConfigError(f"{where} ({uid}): a unit's kind is {UNIT_KIND} (or left out), got {kind!r}")
+    profile = raw.get("profile")
+    if profile not in UNIT_PROFILES:
+        raise ConfigError(f"{where} ({uid}): unknown profile {profile!r}; known: {', '.join(UNIT_PROFILES)}")
+    area = raw.get("area") or []
+    if not isinstance(area, list):
+        raise ConfigError(f"{where} ({uid}): area must be a list of school ids, got {area!r}")
+    area_ids = tuple(dict.fromkeys(str(s) for s in area))
+    missing = [s for s in area_ids if s not in schools]
+    if missing:
+        raise ConfigError(f"{where} ({uid}): unknown school(s) in area: {', '.join(repr(s) for s in missing)}")
+    return Unit(id=uid, profile=profile, area=area_ids, name=str(raw.get("name") or ""), callsign=str(raw.get("callsign") or ""))
 
 
 def load_registry(path: str | Path) -> Registry:
@@ -304,4 +400,12 @@ def load_registry(path: str | Path) -> Registry:
             if any(o.kind == d.kind for o in same):
                 raise ConfigError(f"{path}: {eco} name {name!r} is mapped to two {d.kind} devices")
             external[(eco, name)] = same + (d,)
-    return Registry(schools=schools, devices=devices, external=external)
+    units: dict[str, Unit] = {}
+    for i, raw in enumerate(data.get("units") or []):
+        u = _unit(raw, schools, f"{path}: units[{i}]")
+        if u.id in devices:
+            raise ConfigError(f"{path}: units[{i}] ({u.id}): id is also a device's; units and devices share huxue/v1/devices/<id>")
+        if u.id in units:
+            raise ConfigError(f"{path}: duplicate unit id {u.id!r}")
+        units[u.id] = u
+    return Registry(schools=schools, devices=devices, external=external, units=units)

@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 
 from pipeline.ingest import shape
-from pipeline.records import EVENT_TYPES, CanonicalEvent, Rejection, iso_utc, parse_ts
-from pipeline.registry import DEVICE_ID, Registry
+from pipeline.records import EVENT_TYPES, UNIT_STATUSES, CanonicalEvent, Rejection, iso_utc, parse_ts
+from pipeline.registry import DEVICE_ID, Registry, Unit
 
 TOPIC = re.compile(r"^huxue/v1/devices/([^/]+)/(events|status)$")
 SUBSCRIPTIONS = ("huxue/v1/devices/+/events", "huxue/v1/devices/+/status")
@@ -45,6 +45,15 @@ _ATTR_RULES: dict[str, list[tuple[str, bool, Any, str]]] = {
     "device.heartbeat": [
         ("battery", False, lambda v: isinstance(v, _NUMBER) and not isinstance(v, bool) and 0 <= v <= 100, "a number in [0, 100]")
     ],
+    # mobile units (registry `units:`)
+    "unit.position": [
+        ("lat", True, lambda v: isinstance(v, _NUMBER) and not isinstance(v, bool) and -90 <= v <= 90, "a number in [-90, 90]"),
+        ("lon", True, lambda v: isinstance(v, _NUMBER) and not isinstance(v, bool) and -180 <= v <= 180, "a number in [-180, 180]"),
+        ("speed_kmh", True, lambda v: isinstance(v, _NUMBER) and not isinstance(v, bool) and v >= 0, "a non-negative number"),
+        ("heading", True, lambda v: isinstance(v, _NUMBER) and not isinstance(v, bool) and 0 <= v <= 360, "a number in [0, 360]"),
+        ("accuracy_m", False, lambda v: isinstance(v, _NUMBER) and not isinstance(v, bool) and v >= 0, "a non-negative number"),
+    ],
+    "unit.status": [("status", True, lambda v: v in UNIT_STATUSES, f"one of {', '.join(UNIT_STATUSES)}")],
 }
 
 
@@ -62,9 +71,12 @@ def parse_message(
     if not m or not DEVICE_ID.match(m.group(1)):
         return Rejection("bad_topic", f"topic {topic!r} is not huxue/v1/devices/{{device_id}}/events|status")
     device_id, channel = m.group(1), m.group(2)
-    device = registry.device(device_id)
+    device = registry.device(device_id) or registry.unit(device_id)
     if device is None:
         return Rejection("unknown_device", f"device {device_id!r} is not in the registry", device_id)
+    # A mobile unit belongs to no school: its events carry school_id "" and kind mobile_unit
+    # (for the bridge to route by unit, not by school: issue 13).
+    school_id, zone_of = ("", "") if isinstance(device, Unit) else (device.school, device.zone)
     if len(payload) > max_payload_bytes:
         return Rejection("payload_too_large", f"payload is {len(payload)} bytes, limit {max_payload_bytes}", device_id)
 
@@ -80,9 +92,9 @@ def parse_message(
             type=f"device.{state}",
             ts=now,
             device_id=device_id,
-            school_id=device.school,
+            school_id=school_id,
             kind=device.kind,
-            zone=device.zone,
+            zone=zone_of,
             source="native",
             mqtt_topic=topic,
             received_at=now,
@@ -98,7 +110,7 @@ def parse_message(
         return Rejection("bad_json", f"payload is not JSON: {exc}", device_id)
     if not isinstance(body, dict):
         return Rejection("not_an_object", f"payload must be a JSON object, got {type(body).__name__}", device_id)
-    return _event(body, device_id, device.school, device.kind, device.zone, topic, received_at, limits)
+    return _event(body, device_id, school_id, device.kind, zone_of, topic, received_at, limits)
 
 
 def _event(

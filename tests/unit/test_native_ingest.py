@@ -325,7 +325,8 @@ def test_every_event_type_is_accepted_from_its_kind():
     kinds = sorted({k for ks in EVENT_TYPES.values() if ks for k in ks})
     devices = {f"d-{k}": Device(f"d-{k}", "zx-01", k) for k in kinds}
     reg = Registry(schools=REG.schools, devices=devices, external={})
-    required = {"plate.read": {"plate": "A1"}, "guard.checkin": {"post_id": "p", "officer_id": "o"}, "guard.checkout": {"post_id": "p", "officer_id": "o"}}
+    required = {"plate.read": {"plate": "A1"}, "guard.checkin": {"post_id": "p", "officer_id": "o"}, "guard.checkout": {"post_id": "p", "officer_id": "o"},
+                "unit.position": {"lat": 28.2, "lon": 112.9, "speed_kmh": 0, "heading": 0}, "unit.status": {"status": "available"}}
     for etype, allowed in EVENT_TYPES.items():
         for k in kinds:
             r = parse({"event_id": "x", "type": etype, "ts": 0, "attrs": required.get(etype, {})}, device_id=f"d-{k}", registry=reg)
