@@ -137,7 +137,7 @@ def cmd_bridge(args) -> int:
     cfg = with_overrides(load_config(args.config), "huxue bridge", bridge=_given(args, client_id="client_id", metrics_port="metrics_port"))
     stop = _stop_on_signals()
     # non-zero when a thread the bridge needs died: the supervisor restarts it
-    return Bridge(cfg, load_registry(cfg.registry_path)).run(stop)
+    return Bridge(cfg, load_registry(cfg.registry_path), retire=args.retire).run(stop)
 
 
 def cmd_worker(args) -> int:
@@ -362,6 +362,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bridge", help="run the MQTT -> Kafka bridge")
     s.add_argument("--client-id", help="this bridge's MQTT client id and account (bridge.client_id)")
     s.add_argument("--metrics-port", type=int, help="its /metrics port (bridge.metrics_port; 0: off)")
+    s.add_argument("--retire", action="store_true", help="scale down: forward what the broker queued for this bridge, end its sessions, exit")
     s.set_defaults(func=cmd_bridge)
     s = sub.add_parser("worker", help="run the Faust rules worker")
     s.add_argument("--instance-id", help="this worker's static group membership id (worker.instance_id)")

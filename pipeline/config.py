@@ -24,6 +24,7 @@ from pipeline.rules.settings import RulesConfig
 
 
 INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
+SHARE_GROUP = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # an MQTT share name: one topic level, no wildcards
 
 
 class ConfigError(ValueError):
@@ -160,6 +161,15 @@ class BridgeConfig:
     # A second MQTT session for the panic buttons' event topics, so a press never
     # waits behind another device's flood (client id <client_id>-priority).
     priority_lane: bool = True
+    # Several bridges: MQTT 5 shared subscriptions. Set, the device subscriptions become
+    # $share/<share_group>/<filter> and the broker gives each message to one of the bridges
+    # (each started with its own --client-id, each its own persistent session). The
+    # priority lane is never shared: every bridge forwards every press (the copies are
+    # removed downstream by (device_id, event_id)), so a dead bridge delays no press.
+    share_group: str = ""
+    # How many bridges run: with MQTT accounts, `stack up` / `devices sync` make one for
+    # each: <client_id>, <client_id>-2, ... <client_id>-N (and their -priority sessions).
+    instances: int = 1
 
 
 @dataclass(frozen=True)
@@ -234,7 +244,13 @@ class WorkerConfig:
     # Static group membership: a restarted worker with the same id takes its partitions
     # back at once instead of waiting for the session timeout. Unique per worker.
     instance_id: str = ""  # default: <app_id>-<hostname>
-    session_timeout_seconds: float = 10
+    # A killed worker's partitions move to the others after this; Kafka's minimum (measured
+    # takeover with standbys: 5.8 s, README "Scaling out"). A restart within it keeps them.
+    session_timeout_seconds: float = 6
+    # Workers that keep a hot copy of each partition's tables (Faust table_standby_replicas):
+    # when a worker dies its partitions move to a worker that already holds their state,
+    # instead of one replaying the changelog from the start.
+    standby_replicas: int = 1
     metrics_port: int = 9402  # Prometheus /metrics; 0: off
     metrics_bind: str = "127.0.0.1"  # 0.0.0.0 where Prometheus or a kubelet probe reaches it
 
@@ -599,6 +615,12 @@ def _validate(cfg: Config, where: Path) -> None:
     _validate_bridge(cfg.bridge, where)
     if not 0 < cfg.worker.tick_seconds <= 5:
         raise ConfigError(f"{where}: worker.tick_seconds must be in (0, 5]")
+    if cfg.worker.store not in ("memory://", "rocksdb://"):
+        raise ConfigError(f"{where}: worker.store must be memory:// or rocksdb://, got {cfg.worker.store!r}")
+    if not 0 <= cfg.worker.standby_replicas <= 3:
+        raise ConfigError(f"{where}: worker.standby_replicas must be 0..3")
+    if not 6 <= cfg.worker.session_timeout_seconds <= 300:  # Kafka's group.min/max.session.timeout.ms defaults
+        raise ConfigError(f"{where}: worker.session_timeout_seconds must be in 6..300 (Kafka's group session timeout bounds)")
     _validate_severities(cfg.rules, f"{where}: rules")
     _validate_notify(cfg, where)
     _validate_units(cfg.units, where)
@@ -763,6 +785,12 @@ def _validate_bridge(b: BridgeConfig, where: Path) -> None:
         raise ConfigError(f"{where}: bridge.max_attr_items and bridge.max_string_chars must be >= 1")
     if b.device_rate_per_second > 0 and b.device_burst < 1:
         raise ConfigError(f"{where}: bridge.device_burst must be >= 1 when bridge.device_rate_per_second is on")
+    if not 1 <= b.instances <= 64:
+        raise ConfigError(f"{where}: bridge.instances must be in [1, 64], got {b.instances}")
+    if b.instances > 1 and not b.share_group:
+        raise ConfigError(f"{where}: bridge.instances {b.instances} needs bridge.share_group (without it every bridge reads every message)")
+    if b.share_group and not SHARE_GROUP.fullmatch(b.share_group):
+        raise ConfigError(f"{where}: bridge.share_group {b.share_group!r}: use letters, digits, '.', '_' and '-' (no '/', '+' or '#')")
 
 
 def _validate_severities(node: Any, where: str) -> None:

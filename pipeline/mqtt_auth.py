@@ -46,9 +46,12 @@ class Login:
     password: str
 
 
-def bridge_accounts(cfg: Config) -> tuple[str, str]:
-    """The bridge's main and priority-lane sessions (their client ids are their accounts)."""
-    return cfg.bridge_client_id, f"{cfg.bridge_client_id}-priority"
+def bridge_accounts(cfg: Config) -> tuple[str, ...]:
+    """Each bridge's main and priority-lane sessions (their client ids are their accounts):
+    <client_id>, and <client_id>-2 ... -N for bridge.instances N."""
+    base = cfg.bridge_client_id
+    ids = [base, *(f"{base}-{k}" for k in range(2, cfg.bridge.instances + 1))]
+    return tuple(name for i in ids for name in (i, f"{i}-priority"))
 
 
 def accounts(cfg: Config, registry: Registry) -> list[Account]:

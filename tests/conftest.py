@@ -16,6 +16,22 @@ from pipeline.config import load_config
 from pipeline.stack import local
 
 
+FIGURES: list[str] = []  # measured by failover tests, printed at the end of the run
+
+
+@pytest.fixture
+def figures():
+    """`figures(line)`: a measured figure, printed in the run's summary (CI logs show it)."""
+    return FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("measured figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
 def _running(root: Path, raw: dict):
     """Bring a stack up from `raw` (written to root/stack.yaml), yield `raw`, take it down."""
     path = root / "stack.yaml"

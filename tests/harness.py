@@ -181,6 +181,8 @@ class Pipeline:
         rules: dict[str, Any] | None = None,
         probe_device: str = "t60-cam-1",
         config: dict[str, Any] | None = None,
+        worker: dict[str, Any] | None = None,
+        bridge: dict[str, Any] | None = None,
     ):
         tag = uuid.uuid4().hex[:6]
         self.workdir = workdir
@@ -194,8 +196,8 @@ class Pipeline:
             "rules": rules if rules is not None else QUIET_RULES,
             "kafka": {**stack_cfg["kafka"], "topic_prefix": f"t-{tag}.", "partitions": partitions},
             "escalation": dict(zip(("ack_seconds", "arrive_target_seconds", "arrive_limit_seconds"), escalation)),
-            "bridge": {"client_id": f"bridge-{tag}", "metrics_port": free_port()},
-            "worker": {"app_id": f"worker-{tag}", "instance_id": f"worker-{tag}-0", "tick_seconds": 0.25, "metrics_port": free_port()},
+            "bridge": {"client_id": f"bridge-{tag}", "metrics_port": free_port(), **(bridge or {})},
+            "worker": {"app_id": f"worker-{tag}", "instance_id": f"worker-{tag}-0", "tick_seconds": 0.25, "metrics_port": free_port(), **(worker or {})},
             **(config or {}),
         }
         self.cfg_path = workdir / f"huxue-{tag}.yaml"
@@ -203,10 +205,10 @@ class Pipeline:
         self.cfg: Config = load_config(self.cfg_path, env={})
         t = self.cfg.topics
         kafka_client.ensure_topics(self.cfg, "admin", [*t.contract(), t.ticks], partitions)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HUXUE_")}
-        base = ["--config", str(self.cfg_path)]
-        self.bridge = Proc("bridge", [*base, "bridge"], workdir / f"bridge-{tag}.log", env)
-        self.worker = Proc("worker", [*base, "worker"], workdir / f"worker-{tag}.log", env)
+        self._env = {k: v for k, v in os.environ.items() if not k.startswith("HUXUE_")}
+        self._tag = tag
+        self.bridge = self.another("bridge", f"bridge-{tag}")
+        self.worker = self.another("worker", f"worker-{tag}-0")
         self.events = Collector(self.cfg, t.events)
         self.dlq = Collector(self.cfg, t.events_dlq)
         self.alerts = Collector(self.cfg, t.alerts)
@@ -218,6 +220,15 @@ class Pipeline:
         self._published: list[str] = []  # event ids published, for sentinel()
 
     # -- processes ---------------------------------------------------------------
+    def another(self, kind: str, name: str) -> Proc:
+        """A bridge or worker process of this deployment with its own id (`--client-id` /
+        `--instance-id`) and metrics port: several run side by side with one config."""
+        args = ["--config", str(self.cfg_path), kind]
+        default = self.cfg.bridge.client_id if kind == "bridge" else self.cfg.worker.instance_id
+        if name != default:
+            args += ["--client-id" if kind == "bridge" else "--instance-id", name, "--metrics-port", str(free_port())]
+        return Proc(name, args, self.workdir / f"{name}.log", self._env)
+
     def start_bridge(self) -> None:
         self.bridge.start()
         self.bridge.wait_log("mqtt connected", 30)

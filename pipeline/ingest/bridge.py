@@ -13,6 +13,9 @@
   (duplicates downstream are removed by (device_id, event_id)).
 * Panic buttons' event topics also arrive on a second session, the priority lane
   (priority.py), so a press never queues behind another device's flood.
+* Several bridges (bridge.share_group): the main session's subscriptions are MQTT 5 shared
+  subscriptions, each device message goes to one bridge; the priority lane is not shared,
+  every bridge forwards every press, so a dead bridge delays none.
 * A dead network or sender thread ends the process (exit 70) for the supervisor to
   restart it; SIGTERM ends it within stack.stop_timeout_seconds in every state.
 """
@@ -45,6 +48,7 @@ log = logging.getLogger("huxue.bridge")
 
 STALL_WARN_SECONDS = 5.0
 SUMMARY_EVERY_SECONDS = 60.0
+RETIRE_QUIET_SECONDS = 2.0  # retiring: a session is drained after this long without a message
 HEALTH_EVERY_SECONDS = 0.5
 SUBSCRIBE_CHUNK = 500  # topics per SUBSCRIBE packet (the priority lane may hold thousands)
 PRIORITY_RECEIVE_MAXIMUM = 100
@@ -72,6 +76,8 @@ class Lane:
         self.acker = InOrderAcker(client.ack)
         self.running = False  # its network thread is meant to be alive
         self.received = 0
+        self.connected_at = 0.0  # monotonic time of the last connection (retire: drained after it)
+        self.last_message_at = 0.0
 
     def thread_alive(self) -> bool:
         # paho has no public accessor; it clears _thread when its loop thread ends
@@ -80,14 +86,21 @@ class Lane:
 
 
 class Bridge:
-    def __init__(self, cfg: Config, registry: Registry):
+    def __init__(self, cfg: Config, registry: Registry, retire: bool = False):
         self.cfg = cfg
+        # `huxue bridge --retire`: take no new messages, forward what the broker queued for
+        # this bridge's sessions, then end them (a removed bridge of a share group would
+        # otherwise keep getting its share of the traffic until its session expired)
+        self.retiring = retire
         self.registry = registry
         self.topics = cfg.topics
         self.router = Router(cfg, registry)
         self.adapters = self.router.adapters
         self.subscriptions = self.router.subscriptions
-        self.main = self._lane("main", cfg.bridge_client_id, self.subscriptions, min(cfg.bridge.max_inflight, 65535))
+        group = cfg.bridge.share_group
+        # several bridges: the broker gives each device message to one of them (MQTT 5 shared subscription)
+        main = [f"$share/{group}/{t}" for t in self.subscriptions] if group else self.subscriptions
+        self.main = self._lane("main", cfg.bridge_client_id, main, min(cfg.bridge.max_inflight, 65535))
         self.lanes = [self.main]
         self.priority_topics = frozenset(priority.topics(cfg, registry) if cfg.bridge.priority_lane else ())
         if self.priority_topics:
@@ -169,6 +182,8 @@ class Bridge:
             elif stalled and age < 1.0:
                 stalled = False
                 log.info("kafka confirming again", extra={"holding": self.inflight()})
+            if self.retiring and self._drained():
+                return self._end_sessions()
             if time.monotonic() - last_summary >= SUMMARY_EVERY_SECONDS:
                 if self.received != last_received:
                     log.info("progress", extra=self.counters())
@@ -178,6 +193,25 @@ class Bridge:
 
     def inflight(self) -> int:
         return sum(lane.acker.depth() for lane in self.lanes)
+
+    def _drained(self) -> bool:
+        """Retiring: every session connected, quiet for RETIRE_QUIET_SECONDS, all confirmed."""
+        now = time.monotonic()
+        return all(lane.connected_at and now - max(lane.connected_at, lane.last_message_at) >= RETIRE_QUIET_SECONDS for lane in self.lanes) and self.inflight() == 0
+
+    def _end_sessions(self) -> int:
+        for producer in self._producers():
+            producer.flush(timeout=30)
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 0  # the broker deletes the session at this disconnect
+        for lane in self.lanes:
+            lane.running = False
+            lane.client.disconnect(properties=props)
+            lane.client.loop_stop()
+        for producer in self._producers():
+            producer.close(timeout=5)
+        log.info("retired: queued messages forwarded, sessions ended", extra=self.counters())
+        return 0
 
     def counters(self) -> dict[str, Any]:
         with self._lock:
@@ -350,11 +384,23 @@ class Bridge:
             log.warning("mqtt connection refused", extra={"session": lane.name, "reason": str(reason_code)})
             return
         lane.acker.new_connection()
+        lane.connected_at = time.monotonic()
+        if self.retiring:
+            # no new messages; the broker still sends what it queued for this session
+            for i in range(0, len(lane.subscriptions), SUBSCRIBE_CHUNK):
+                client.unsubscribe(lane.subscriptions[i : i + SUBSCRIBE_CHUNK])
+            log.info("mqtt connected, retiring", extra={"session": lane.name})
+            return
         log.info("mqtt connected", extra={"session": lane.name, "broker": f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}", "session_present": bool(flags.session_present)})
         # retainHandling=1: retained messages only for a new subscription, not on every resume.
         opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
         for i in range(0, len(lane.subscriptions), SUBSCRIBE_CHUNK):
             client.subscribe([(topic, opts) for topic in lane.subscriptions[i : i + SUBSCRIBE_CHUNK]])
+        if lane is self.main and self.cfg.bridge.share_group and flags.session_present:
+            # a session from before share_group was set still holds the plain filters: it would
+            # receive every message besides its share (harmless if they are not there)
+            for i in range(0, len(self.subscriptions), SUBSCRIBE_CHUNK):
+                client.unsubscribe(self.subscriptions[i : i + SUBSCRIBE_CHUNK])
 
     def _on_disconnect(self, client, lane: Lane, flags, reason_code, properties) -> None:
         log.info("mqtt disconnected", extra={"session": lane.name, "reason": str(reason_code)})
@@ -363,6 +409,7 @@ class Bridge:
         received_at = time.time()
         slot = lane.acker.register(msg.mid, msg.qos)
         lane.received += 1
+        lane.last_message_at = time.monotonic()
         metrics.BRIDGE_MESSAGES.inc()
         if lane is not self.main:
             metrics.BRIDGE_PRIORITY.inc()

@@ -35,6 +35,7 @@ non-zero, for the supervisor to restart).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import threading
@@ -46,7 +47,7 @@ from faust.types import TP
 from aiokafka.errors import CorruptRecordException, MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
 from pipeline import kafka_client, metrics
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.records import CanonicalEvent, Command, Notification, dumps, iso_utc, loads, parse_ts, payload_fields
 from pipeline.registry import Registry
 from pipeline.rules import engine, paging_health
@@ -118,6 +119,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
         datadir=str(cfg.worker_datadir),
         topic_partitions=n,
         topic_replication_factor=cfg.kafka.replication_factor,
+        table_standby_replicas=cfg.worker.standby_replicas,
         processing_guarantee="at_least_once",
         web_enabled=False,
         web_tables_enabled=False,
@@ -285,6 +287,13 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
         due_index.clear()  # table recovery may change states behind the index's back
         tables.forget()  # and behind the decoded states'
 
+    @app.on_rebalance_complete.connect
+    async def _on_rebalanced(sender: Any, **kwargs: Any) -> None:
+        # Tables recovered: from here this worker fires the deadlines of these partitions.
+        active = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.events)
+        standby = sorted({tp.partition for tp in app.assignor.assigned_standbys()})
+        log.info("partitions active", extra={"partitions": ",".join(map(str, active)) or "-", "standby": ",".join(map(str, standby)) or "-"})
+
     def partition_schools(partition: int) -> list[tuple[str, float | None]]:
         # The registry's schools of this partition (so timers start with no traffic at
         # all) and any other school stored here. The tables also hold standby keys and
@@ -447,6 +456,8 @@ class Worker(faust.Worker):
 
 
 def run(cfg: Config, registry: Registry) -> None:
+    if cfg.worker.store == "rocksdb://" and importlib.util.find_spec("rocksdict") is None:
+        raise ConfigError("worker.store rocksdb:// needs rocksdict: pip install 'huxue[rocksdb]'")
     t = cfg.topics
     kafka_client.ensure_topics(cfg, "worker", t.deployment(), cfg.kafka.partitions, cfg.kafka.replication_factor)
     kafka_client.ensure_topics(cfg, "worker", [t.ticks], cfg.kafka.partitions, cfg.kafka.replication_factor, configs={"retention.ms": TICK_RETENTION_MS})

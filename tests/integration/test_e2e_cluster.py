@@ -8,7 +8,6 @@ press -> opened alert latency before and during the failover.
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import signal
@@ -16,7 +15,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
@@ -24,17 +22,14 @@ import pytest
 import yaml
 
 import harness
-from harness import REPO, Collector, Pipeline, wait_for
+from harness import REPO, Pipeline, wait_for
+from load import Load, Timed, longest_gap, pct
 from pipeline.config import Config, load_config
-from pipeline.mqtt_client import Publisher
-from pipeline.records import dumps, iso_utc, loads
 from pipeline.stack import kafka_server, local
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 BROKERS = 3
-RATE = 200  # background messages per second, QoS 1
-PRESS_EVERY = 0.5  # seconds between panic presses, each at a school of its own
 FAILOVER_WINDOW = 30  # seconds of load after the kill
 
 
@@ -119,88 +114,8 @@ def test_stack_up_runs_three_brokers_a_quorum_of_three_and_replicated_topics(clu
     assert "voters=1,2,3" in out.stdout and "under-replicated: 0" in out.stdout
 
 
-class Timed(Collector):
-    """A Collector that also notes when each record arrived (wall clock)."""
-
-    def __init__(self, cfg: Config, topic: str):
-        self.arrivals: list[tuple[float, dict[str, Any]]] = []
-        super().__init__(cfg, topic)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for rs in self._consumer.poll(timeout_ms=50).values():
-                now = time.time()
-                for r in rs:
-                    self.raw.append(r)
-                    record = loads(r.value)
-                    self.records.append(record)
-                    self.arrivals.append((now, record))
-
-
-class Load:
-    """Heartbeats at RATE msg/s from many cameras, and a panic press every PRESS_EVERY s at
-    a school of its own, all QoS 1, each lane its own MQTT connection."""
-
-    def __init__(self, cfg: Config, schools: list[str]):
-        self.beats, self.buttons = Publisher(cfg), Publisher(cfg)
-        self.cameras = [f"{s}-cam-1" for s in schools]
-        self.schools = iter(schools)
-        self.sent: list[tuple[str, Any]] = []  # (event id, MQTTMessageInfo)
-        self.presses: list[tuple[str, str, float, Any]] = []  # (school, event id, published at, info)
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=f, daemon=True) for f in (self._beat, self._press)]
-
-    def start(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def _beat(self) -> None:
-        t0, n = time.monotonic(), 0
-        while not self._stop.is_set():
-            while n < (time.monotonic() - t0) * RATE:
-                eid = f"hb-{n}"
-                body = {"event_id": eid, "type": "device.heartbeat", "ts": iso_utc(time.time())}
-                device = self.cameras[n % len(self.cameras)]
-                self.sent.append((eid, self.beats.publish(f"huxue/v1/devices/{device}/events", dumps(body))))
-                n += 1
-            self._stop.wait(0.02)  # pacing: RATE per second on average
-
-    def _press(self) -> None:
-        while not self._stop.wait(PRESS_EVERY):  # pacing: one press every PRESS_EVERY s
-            school = next(self.schools)
-            eid = f"press-{school}"
-            body = {"event_id": eid, "type": "panic.pressed", "ts": iso_utc(time.time())}
-            at = time.time()
-            self.presses.append((school, eid, at, self.buttons.publish(f"huxue/v1/devices/{school}-btn-1/events", dumps(body))))
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(10)
-
-    def close(self) -> None:
-        self.stop()
-        self.beats.close()
-        self.buttons.close()
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def longest_gap(times: list[float], start: float, end: float) -> float:
-    """The longest time without a new record between `start` and `end`."""
-    inside = sorted(t for t in times if start <= t <= end)
-    points = [start, *inside, end]
-    return max(b - a for a, b in itertools.pairwise(points))
-
-
 @pytest.mark.parametrize("victim", ["follower", "leader"])
-def test_a_broker_killed_under_load_loses_no_acknowledged_event_and_no_press(cluster, workdir, victim):
+def test_a_broker_killed_under_load_loses_no_acknowledged_event_and_no_press(cluster, workdir, victim, figures):
     raw, cfg, path = cluster
     wait_for(lambda: healthy(cfg), 180, "a healthy cluster before the test")
     p = Pipeline(raw, workdir, partitions=3)
@@ -256,8 +171,8 @@ def test_a_broker_killed_under_load_loses_no_acknowledged_event_and_no_press(clu
         first = min(at for _, _, at, _ in load.presses)
         pause_before = longest_gap(arrivals, first, killed_at)
         pause_during = longest_gap(arrivals, killed_at, killed_at + FAILOVER_WINDOW)
-        print(
-            f"\nfailover ({victim} kafka-{node.id} killed; quorum leader was {c['leader']}, then {degraded['leader']}): "
+        figures(
+            f"broker failover ({victim} kafka-{node.id} killed; quorum leader was {c['leader']}, then {degraded['leader']}): "
             f"{len(acked)} acknowledged events all on Kafka, {len(press_ids)} presses all opened\n"
             f"  longest pause of the events topic: before {pause_before:.2f} s, during {pause_during:.2f} s\n"
             f"  press -> opened alert: before p50 {pct(before, .5) * 1000:.0f} ms p99 {pct(before, .99) * 1000:.0f} ms (n={len(before)}); "
@@ -269,7 +184,7 @@ def test_a_broker_killed_under_load_loses_no_acknowledged_event_and_no_press(clu
         restarted = time.monotonic()
         local.up(cfg)
         wait_for(lambda: healthy(cfg), 180, "the restarted broker back in sync")
-        print(f"  {node.name} restarted and every replica in sync after {time.monotonic() - restarted:.1f} s")
+        figures(f"  {node.name} restarted and every replica in sync after {time.monotonic() - restarted:.1f} s")
     finally:
         if load is not None:
             load.close()

@@ -14,8 +14,11 @@ from pipeline.records import parse_ts
 pytestmark = pytest.mark.integration
 
 
-def test_worker_killed_mid_ladder_emits_remaining_stages_exactly_once(stack, workdir):
-    p = Pipeline(stack, workdir, escalation=(3, 8, 12))
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_worker_killed_mid_ladder_emits_remaining_stages_exactly_once(stack, workdir, store):
+    # memory://: the state is rebuilt from the changelog at start; rocksdb:// (rocksdict):
+    # kept on disk, only the changelog written since is read back
+    p = Pipeline(stack, workdir, escalation=(3, 8, 12), worker={"store": store})
     try:
         p.start()
         p.press("t20-btn-1")
@@ -41,6 +44,8 @@ def test_worker_killed_mid_ladder_emits_remaining_stages_exactly_once(stack, wor
             assert resent <= 1, f"{school}: {resent} copies re-sent after the crash"
         # a stage is sent as of its deadline, whichever input fired it (the copy after the crash too)
         assert parse_ts(last["sent"]) == parse_ts(last["due"])
+        if store == "rocksdb://":  # the tables really were RocksDB databases on disk
+            assert list(p.cfg.worker_datadir.rglob("CURRENT")), sorted(p.cfg.worker_datadir.rglob("*"))
     finally:
         p.close()
 

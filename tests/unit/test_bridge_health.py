@@ -198,3 +198,26 @@ def test_bad_bridge_limits_are_config_errors(tmp_path, text):
     path.write_text(f"bridge: {{{text}}}\n")
     with pytest.raises(ConfigError, match="bridge|must not be negative"):
         load_config(path, env={})
+
+
+def test_shared_subscriptions_for_the_main_session_never_for_presses():
+    shared = Bridge(Config(mqtt=MqttConfig(auth=False), bridge=BridgeConfig(metrics_port=0, share_group="bridges", instances=2)), REG)
+    assert shared.main.subscriptions == [f"$share/bridges/{t}" for t in shared.subscriptions]
+    priority = next(lane for lane in shared.lanes if lane is not shared.main)
+    assert priority.subscriptions and not any(t.startswith("$share/") for t in priority.subscriptions)
+    assert Bridge(cfg(), REG).main.subscriptions == Bridge(cfg(), REG).subscriptions
+
+
+@pytest.mark.parametrize(
+    "bridge, error",
+    [
+        ("instances: 2", "needs bridge.share_group"),
+        ("instances: 0", "bridge.instances must be in"),
+        ("share_group: a/b", "bridge.share_group 'a/b'"),
+        ("share_group: '#'", "bridge.share_group '#'"),
+    ],
+)
+def test_several_bridges_config_is_checked(tmp_path, bridge, error):
+    (tmp_path / "huxue.yaml").write_text(f"bridge:\n  {bridge}\n")
+    with pytest.raises(ConfigError, match=error):
+        load_config(tmp_path / "huxue.yaml", env={})

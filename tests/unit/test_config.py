@@ -423,3 +423,9 @@ def test_several_workers_and_bridges_on_one_host_differ_by_flags(tmp_path):
         with_overrides(cfg, "huxue worker", worker={"instance_id": "w 2"})
     with pytest.raises(ConfigError, match="must not contain ':'"):
         with_overrides(cfg, "huxue bridge", bridge={"client_id": "b:1"})
+
+
+@pytest.mark.parametrize("worker, error", [("standby_replicas: 4", "standby_replicas must be 0..3"), ("session_timeout_seconds: 3", "session_timeout_seconds must be in 6..300")])
+def test_worker_group_settings_are_checked(tmp_path, worker, error):
+    with pytest.raises(ConfigError, match=error):
+        load_config(write(tmp_path, f"worker:\n  {worker}\n"), env={})

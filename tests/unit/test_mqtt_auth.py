@@ -151,3 +151,13 @@ def test_events_name_the_account_the_acl_lets_publish_there(tmp_path):
     open_cfg, _ = setup(tmp_path, auth=False)  # nobody is authenticated: no such field
     [_, event] = Router(open_cfg, reg).route("huxue/v1/devices/s1-btn-1/events", native, received_at=1.0e9)
     assert "mqtt_account" not in loads(event.value)
+
+
+def test_several_bridges_each_get_both_sessions_accounts(tmp_path):
+    (tmp_path / "registry.yaml").write_text(yaml.safe_dump(REGISTRY))
+    (tmp_path / "huxue.yaml").write_text(yaml.safe_dump({"registry": "registry.yaml", "stack": {"home": str(tmp_path / "home")}, "bridge": {"client_id": "br", "share_group": "bridges", "instances": 3}}))
+    cfg = load_config(tmp_path / "huxue.yaml", env={})
+    assert mqtt_auth.bridge_accounts(cfg) == ("br", "br-priority", "br-2", "br-2-priority", "br-3", "br-3-priority")
+    accts = {a.name: a for a in mqtt_auth.accounts(cfg, load_registry(cfg.registry_path))}
+    # the ACL grants the plain filters: Mosquitto checks a $share/<group>/<filter> subscription against <filter>
+    assert accts["br-3"].acl == accts["br"].acl and "read huxue/v1/devices/+/events" in accts["br-3"].acl
