@@ -4,6 +4,7 @@ heartbeats at a fixed rate, panic presses at schools of their own, and arrival t
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from typing import Any
@@ -13,7 +14,8 @@ from pipeline.config import Config
 from pipeline.mqtt_client import Publisher
 from pipeline.records import dumps, iso_utc, loads
 
-RATE = 200  # background messages per second, QoS 1
+# background messages per second, QoS 1; HUXUE_TEST_LOAD_RATE measures the failover tests at another rate by hand
+RATE = float(os.environ.get("HUXUE_TEST_LOAD_RATE", "200"))
 PRESS_EVERY = 0.5  # seconds between panic presses, each at a school of its own
 
 

@@ -23,7 +23,7 @@ import yaml
 
 import harness
 from harness import REPO, Pipeline, wait_for
-from load import Load, Timed, longest_gap, pct
+from load import RATE, Load, Timed, longest_gap, pct
 from pipeline.config import Config, load_config
 from pipeline.stack import kafka_server, local
 
@@ -172,7 +172,7 @@ def test_a_broker_killed_under_load_loses_no_acknowledged_event_and_no_press(clu
         pause_before = longest_gap(arrivals, first, killed_at)
         pause_during = longest_gap(arrivals, killed_at, killed_at + FAILOVER_WINDOW)
         figures(
-            f"broker failover ({victim} kafka-{node.id} killed; quorum leader was {c['leader']}, then {degraded['leader']}): "
+            f"broker failover ({RATE:.0f} msg/s, {victim} kafka-{node.id} killed; quorum leader was {c['leader']}, then {degraded['leader']}): "
             f"{len(acked)} acknowledged events all on Kafka, {len(press_ids)} presses all opened\n"
             f"  longest pause of the events topic: before {pause_before:.2f} s, during {pause_during:.2f} s\n"
             f"  press -> opened alert: before p50 {pct(before, .5) * 1000:.0f} ms p99 {pct(before, .99) * 1000:.0f} ms (n={len(before)}); "

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from harness import Pipeline, Proc, wait_for
-from load import Load, Timed, longest_gap, pct
+from load import RATE, Load, Timed, longest_gap, pct
 from pipeline import kafka_client
 from pipeline.records import parse_ts
 
@@ -88,7 +88,7 @@ def test_a_worker_killed_under_load_hands_its_open_ladders_to_the_other(stack, w
         victim.start()
         victim.wait_log("worker ready", 90)
         _, theirs = wait_for(lambda: split(survivor, victim), 60, "the two workers to split the partitions")
-        load = Load(p.cfg, SCHOOLS, rate=200, press_every=1.0).start()
+        load = Load(p.cfg, SCHOOLS, press_every=1.0).start()
         wait_for(lambda: len(load.presses) >= 8, 30, "ladders open on both workers")
 
         killed_at = time.time()
@@ -127,7 +127,7 @@ def test_a_worker_killed_under_load_hands_its_open_ladders_to_the_other(stack, w
         before = [opened_at[eid] - at for school, eid, at, _ in load.presses if at < killed_at]
         takeover = taken - killed_at
         figures(
-            f"worker failover (1 of 2 killed, session timeout {SESSION_TIMEOUT} s, 1 standby): takeover {takeover:.1f} s; "
+            f"worker failover ({RATE:.0f} msg/s, 1 of 2 killed, session timeout {SESSION_TIMEOUT} s, 1 standby): takeover {takeover:.1f} s; "
             f"{len(moved)} of {len(pressed)} ladders moved, every stage once per identifier ({resent} copies re-sent)\n"
             f"  deadlines due during the takeover: {len(late)}, lateness max {max(late, default=0):.1f} s p50 {pct(late, .5):.1f} s\n"
             f"  press -> opened: before p50 {pct(before, .5) * 1000:.0f} ms; pressed during the takeover max {max(during, default=0):.1f} s (n={len(during)})"
@@ -166,7 +166,7 @@ def test_a_bridge_killed_under_load_loses_nothing_and_delays_no_press(stack, wor
         p.start()
         victim.start()
         victim.wait_log("mqtt connected", 30)
-        load = Load(p.cfg, SCHOOLS, rate=200, press_every=0.5).start()
+        load = Load(p.cfg, SCHOOLS, press_every=0.5).start()
         # both bridges forward device traffic (each its share)
         wait_for(lambda: all(metric(metrics_port(p, b), "huxue_bridge_messages_total") > 200 for b in (survivor, victim)), 30, "both bridges to forward their share")
         wait_for(lambda: len(load.presses) >= 10, 30, "a baseline of presses")
@@ -211,7 +211,7 @@ def test_a_bridge_killed_under_load_loses_nothing_and_delays_no_press(stack, wor
         during = [opened[e][0] - at for e, (_, at) in press_ids.items() if killed_at <= at <= returned_at]
         before = [opened[e][0] - at for e, (_, at) in press_ids.items() if at < killed_at]
         figures(
-            f"bridge failover (1 of 2 killed, back after {RESTART_AFTER} s): {len(acked)} acknowledged events all on Kafka, {len(press_ids)} presses all opened once\n"
+            f"bridge failover ({RATE:.0f} msg/s, 1 of 2 killed, back after {RESTART_AFTER} s): {len(acked)} acknowledged events all on Kafka, {len(press_ids)} presses all opened once\n"
             f"  longest pause of the events topic during the outage: {longest_gap(arrivals, killed_at, returned_at):.2f} s; "
             f"{len(held)} events held for the killed bridge until its return (max {max(held, default=0):.1f} s)\n"
             f"  press -> opened: before p50 {pct(before, .5) * 1000:.0f} ms; while a bridge was down p50 {pct(during, .5) * 1000:.0f} ms max {max(during, default=0) * 1000:.0f} ms (n={len(during)})"

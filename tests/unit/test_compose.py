@@ -8,6 +8,7 @@ configuration or registry that would not load inside the container.
 
 from __future__ import annotations
 
+import copy
 import re
 import shlex
 import shutil
@@ -438,3 +439,258 @@ def test_dockerfile_copies_exist_and_are_not_ignored():
                 continue  # optional files
             assert (REPO / src).exists(), f"COPY {src}: not in the repository"
             assert src.rstrip("/") not in ignored, f"COPY {src}: excluded by .dockerignore"
+
+
+# --- the 3-broker cluster (deploy/docker/cluster.yml over docker-compose.yml) -------
+
+CLUSTER_FILE = REPO / "deploy" / "docker" / "cluster.yml"
+CLUSTER_CONFIG = REPO / "deploy" / "docker" / "huxue-cluster.yaml"
+KAFKA_NODES = ("kafka", "kafka-2", "kafka-3")
+HUXUE_IMAGE_SERVICES = ("accounts", *HUXUE_SERVICES, "console")  # every service that runs huxue
+
+
+def merge_service(base: dict, override: dict) -> dict:
+    """One service of `docker compose -f base -f override`, by the Compose merge rules
+    (compose-spec merge.md): mappings key by key, environment and depends_on in their long
+    form, volumes unique by container path, ports by (ip, published, target), command,
+    entrypoint and healthcheck.test replaced, other sequences appended."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if key == "environment":
+            out[key] = {**env_of(base), **env_of(override)}
+        elif key == "depends_on":
+            out[key] = {**depends_on(base), **depends_on(override)}
+        elif key == "volumes":
+            by_target = {mounts({"volumes": [e]})[0][1]: e for e in base.get(key) or []}
+            by_target.update({mounts({"volumes": [e]})[0][1]: e for e in value})
+            out[key] = list(by_target.values())
+        elif key == "ports":
+            entries = list(base.get(key) or [])
+            seen = {published({"ports": [e]})[0] for e in entries}
+            out[key] = entries + [e for e in value if published({"ports": [e]})[0] not in seen]
+        elif key in ("command", "entrypoint") or not isinstance(value, (dict, list)):
+            out[key] = copy.deepcopy(value)
+        elif isinstance(value, dict):  # healthcheck, build, ...: `test` is a value of its own
+            out[key] = {**(base.get(key) or {}), **copy.deepcopy(value)}
+        else:
+            out[key] = list(base.get(key) or []) + copy.deepcopy(value)
+    return out
+
+
+def merge_compose(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if key == "services":
+            services = out.setdefault("services", {})
+            for name, svc in value.items():
+                services[name] = merge_service(services.get(name) or {}, svc or {})
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}  # top-level volumes, networks, x-...
+        else:
+            out[key] = value  # name
+    return out
+
+
+def depends_on(service: dict) -> dict[str, dict]:
+    deps = service.get("depends_on") or {}
+    if isinstance(deps, list):  # short syntax
+        return {name: {"condition": "service_started"} for name in deps}
+    return {name: dict(spec or {}) for name, spec in deps.items()}
+
+
+@pytest.fixture(scope="module")
+def cluster_override() -> dict:
+    return yaml.safe_load(CLUSTER_FILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def cluster(compose, cluster_override) -> dict:
+    return merge_compose(compose, cluster_override)
+
+
+@pytest.fixture(scope="module")
+def cluster_services(cluster) -> dict:
+    return cluster["services"]
+
+
+def node_listeners(service: dict) -> tuple[dict, dict]:
+    env = env_of(service)
+    return parse_listeners(env["KAFKA_LISTENERS"]), parse_listeners(env["KAFKA_ADVERTISED_LISTENERS"])
+
+
+def test_merge_helper_follows_the_compose_rules():
+    base = {"name": "a", "services": {"s": {
+        "image": "x:1.0.0", "command": ["a", "b"], "environment": {"A": "1", "B": "2"},
+        "volumes": ["./one:/etc/f:ro", "data:/data"], "ports": ["127.0.0.1:1:1"],
+        "depends_on": ["db"], "healthcheck": {"test": ["CMD", "a"], "interval": "10s"},
+    }}, "volumes": {"data": None}}
+    override = {"name": "b", "services": {"s": {
+        "command": ["c"], "environment": ["B=3", "C=4"], "volumes": ["./two:/etc/f:ro"],
+        "ports": ["127.0.0.1:1:1", "127.0.0.1:2:2"], "depends_on": {"mq": {"condition": "service_healthy"}},
+        "healthcheck": {"test": ["CMD", "b"]},
+    }, "t": {"image": "y:1.0.0"}}, "volumes": {"more": None}}
+    merged = merge_compose(base, override)
+    s = merged["services"]["s"]
+    assert merged["name"] == "b" and set(merged["services"]) == {"s", "t"} and set(merged["volumes"]) == {"data", "more"}
+    assert s["command"] == ["c"] and s["image"] == "x:1.0.0"
+    assert s["environment"] == {"A": "1", "B": "3", "C": "4"}
+    assert mounts(s) == [("./two", "/etc/f", True), ("data", "/data", False)]
+    assert published(s) == [("127.0.0.1", 1, 1), ("127.0.0.1", 2, 2)]
+    assert s["depends_on"] == {"db": {"condition": "service_started"}, "mq": {"condition": "service_healthy"}}
+    assert s["healthcheck"] == {"test": ["CMD", "b"], "interval": "10s"}
+    assert base["services"]["s"]["command"] == ["a", "b"]  # inputs untouched
+
+
+def test_cluster_is_an_opt_in_override_in_a_project_of_its_own(compose, cluster):
+    # Compose reads an override file next to docker-compose.yml by itself: the cluster must
+    # not be one, so `docker compose up` keeps the single node.
+    for auto in ("docker-compose.override.yml", "docker-compose.override.yaml", "compose.override.yml", "compose.override.yaml"):
+        assert not (REPO / auto).exists(), f"{auto} would be merged into every `docker compose up`"
+    assert set(compose["services"]) - set(cluster["services"]) == set()
+    # its own containers, network and volumes: never the single node's RF-1 kafka-data
+    assert cluster["name"] != compose["name"]
+    # The single node as before: one voter (test_kafka_is_a_single_kraft_combined_node).
+    assert env_of(compose["services"]["kafka"])["KAFKA_CONTROLLER_QUORUM_VOTERS"].count("@") == 1
+
+
+def test_cluster_has_three_kraft_combined_nodes(services, cluster_services):
+    kafkas = sorted(n for n, s in cluster_services.items() if image_ref(s.get("image", ""))[0] == "apache/kafka")
+    assert kafkas == sorted(KAFKA_NODES)
+    envs = {name: env_of(cluster_services[name]) for name in KAFKA_NODES}
+    assert {cluster_services[n]["image"] for n in KAFKA_NODES} == {services["kafka"]["image"]}
+    ids = {name: int(env["KAFKA_NODE_ID"]) for name, env in envs.items()}
+    assert sorted(ids.values()) == [1, 2, 3]
+    assert ids["kafka"] == int(env_of(services["kafka"])["KAFKA_NODE_ID"])  # the single node is node 1
+    assert {env["CLUSTER_ID"] for env in envs.values()} == {env_of(services["kafka"])["CLUSTER_ID"]}
+    for name, env in envs.items():
+        assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}, name
+        assert "KAFKA_CONTROLLER_QUORUM_BOOTSTRAP_SERVERS" not in env, name  # static quorum
+        listeners, _ = node_listeners(cluster_services[name])
+        controller = listeners[env["KAFKA_CONTROLLER_LISTENER_NAMES"]][1]
+        # the same static quorum on every node: exactly the three, each on its controller port
+        voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+        assert sorted(voters) == sorted(f"{ids[n]}@{n}:{controller}" for n in KAFKA_NODES), name
+
+
+def test_cluster_nodes_differ_only_in_their_identity(cluster_services):
+    identity = {"KAFKA_NODE_ID", "KAFKA_ADVERTISED_LISTENERS"}
+    first = {k: v for k, v in env_of(cluster_services["kafka"]).items() if k not in identity}
+    for name in KAFKA_NODES[1:]:
+        env = {k: v for k, v in env_of(cluster_services[name]).items() if k not in identity}
+        assert env == first, f"{name} drifted from kafka: {set(env.items()) ^ set(first.items())}"
+        svc, kafka = cluster_services[name], cluster_services["kafka"]
+        for key in ("healthcheck", "restart", "stop_grace_period"):
+            assert svc.get(key) == kafka.get(key), f"{name}: {key}"
+
+
+def test_cluster_replicates_internal_and_new_topics_three_times(cluster_services):
+    for name in KAFKA_NODES:
+        env = env_of(cluster_services[name])
+        for key in (
+            "KAFKA_DEFAULT_REPLICATION_FACTOR",
+            "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+            "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+        ):
+            assert env[key] == "3", f"{name}: {key}"
+        for key in ("KAFKA_MIN_INSYNC_REPLICAS", "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR"):
+            assert env[key] == "2", f"{name}: {key}"
+        assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false", name
+
+
+def test_cluster_listeners_reach_every_node_inside_and_from_the_host(cluster_services):
+    host_ports = []
+    for name in KAFKA_NODES:
+        svc = cluster_services[name]
+        listeners, advertised = node_listeners(svc)
+        assert {"INTERNAL", "EXTERNAL", "CONTROLLER"} == set(listeners), name
+        assert advertised["INTERNAL"] == (name, listeners["INTERNAL"][1]) == (name, 29092), name
+        # EXTERNAL: advertised where the host reaches it, a loopback port published to the
+        # container's EXTERNAL port (a host client is sent to each leader's EXTERNAL address)
+        host, port = advertised["EXTERNAL"]
+        assert host in ("localhost", "127.0.0.1"), name
+        ports = published(svc)
+        assert ("127.0.0.1", port, listeners["EXTERNAL"][1]) in ports, f"{name}: {host}:{port} is not published"
+        assert {cont for _, _, cont in ports} == {listeners["EXTERNAL"][1]}, f"{name}: publishes more than EXTERNAL"
+        assert all(ip == "127.0.0.1" for ip, _, _ in ports), name
+        host_ports.append(port)
+    assert host_ports == [9092, 9093, 9094]  # the native cluster's client ports
+
+
+def test_cluster_nodes_have_their_own_volumes_and_healthchecks(cluster, cluster_services):
+    volumes = []
+    for name in KAFKA_NODES:
+        svc = cluster_services[name]
+        env = env_of(svc)
+        vols = {target: source for source, target, _ in mounts(svc)}
+        assert env["KAFKA_LOG_DIRS"] in vols, name
+        assert vols[env["KAFKA_LOG_DIRS"]] in (cluster.get("volumes") or {}), f"{name}: volume not declared"
+        volumes.append(vols[env["KAFKA_LOG_DIRS"]])
+        assert svc.get("restart") == "unless-stopped", name
+        listeners, advertised = node_listeners(svc)
+        hc = svc["healthcheck"]
+        test = " ".join(hc["test"]) if isinstance(hc["test"], list) else hc["test"]
+        assert "kafka-broker-api-versions.sh" in test, name
+        m = re.search(r"--bootstrap-server\s+(\S+):(\d+)", test)
+        # INTERNAL: its metadata names the nodes by service name, which resolve in every container
+        assert m and m.group(1) in ("localhost", "127.0.0.1", name), name
+        assert int(m.group(2)) == listeners["INTERNAL"][1] == advertised["INTERNAL"][1], name
+        assert seconds(hc["interval"]) >= 10, name
+    assert len(set(volumes)) == len(KAFKA_NODES)
+
+
+def test_cluster_huxue_services_wait_for_every_broker(services, cluster_services):
+    for name in ("bridge", "worker", "notifier", "console"):
+        deps = depends_on(cluster_services[name])
+        assert set(KAFKA_NODES) <= set(deps), name
+        assert set(depends_on(services[name])) <= set(deps), f"{name}: lost a dependency of docker-compose.yml"
+        for dep, spec in deps.items():
+            assert "healthcheck" in cluster_services[dep], f"{name} waits on {dep}, which has no healthcheck"
+            assert spec.get("condition") == "service_healthy", f"{name} -> {dep}"
+
+
+def test_cluster_huxue_services_mount_the_cluster_config(cluster_services):
+    bootstrap = ",".join("{}:{}".format(*node_listeners(cluster_services[n])[1]["INTERNAL"]) for n in KAFKA_NODES)
+    for name in HUXUE_IMAGE_SERVICES:
+        svc = cluster_services[name]
+        assert [t for _, t, _ in mounts(svc)].count(CONFIG_IN_CONTAINER) == 1, name
+        assert bind_mounts(svc)[CONFIG_IN_CONTAINER] == CLUSTER_CONFIG, name
+        env = env_of(svc)
+        if "HUXUE_KAFKA_BOOTSTRAP" in env:  # it wins over the file: all three as well
+            assert env["HUXUE_KAFKA_BOOTSTRAP"] == bootstrap, name
+
+
+def test_cluster_bind_mounted_files_exist_and_are_read_only(cluster_services):
+    for name, svc in cluster_services.items():
+        for source, target, read_only in mounts(svc):
+            if source.startswith((".", "/")):
+                # relative to docker-compose.yml (the first -f), not to deploy/docker/
+                assert (REPO / source).is_file(), f"{name}: {source} does not exist in the repository"
+                assert read_only, f"{name}: {source} -> {target} should be mounted :ro"
+
+
+def test_cluster_config_is_the_compose_config_but_for_kafka():
+    single = yaml.safe_load((REPO / "deploy" / "docker" / "huxue.yaml").read_text(encoding="utf-8"))
+    ours = yaml.safe_load(CLUSTER_CONFIG.read_text(encoding="utf-8"))
+    assert {k: v for k, v in ours.items() if k != "kafka"} == {k: v for k, v in single.items() if k != "kafka"}
+    cluster_only = {"bootstrap", "replication_factor"}
+    assert {k: v for k, v in ours["kafka"].items() if k not in cluster_only} == {
+        k: v for k, v in single["kafka"].items() if k not in cluster_only
+    }
+    # given, not derived: stack.kafka_brokers is `huxue stack up`'s (one host, consecutive
+    # ports) and stays 1, so the loader takes bootstrap and replication_factor as written
+    assert "stack" not in ours and ours["kafka"]["replication_factor"] == 3
+
+
+@pytest.mark.parametrize("name", (*HUXUE_SERVICES, "console"))
+def test_cluster_config_loads_as_mounted(cluster_services, tmp_path, name):
+    svc = cluster_services[name]
+    config = container_tree(svc, tmp_path)
+    bootstrap = [f"{n}:29092" for n in KAFKA_NODES]
+    env = {k: v for k, v in env_of(svc).items() if k.startswith("HUXUE_")}
+    for cfg in (load_config(config, env={}), load_config(config, env=env)):
+        assert cfg.kafka.bootstrap.split(",") == bootstrap
+        assert cfg.kafka.replication_factor == 3
+        assert cfg.stack.kafka_brokers == 1
+        assert cfg.mqtt.url == env["HUXUE_MQTT_URL"]
+    assert load_registry(cfg.registry_path).schools
