@@ -55,19 +55,29 @@ def wait_until(epoch: float) -> None:
     wait_for(lambda: time.time() >= epoch, max(0.0, epoch - time.time()) + 5, f"clock to pass {iso_utc(epoch)}")
 
 
-def test_registry(n_schools: int = 60) -> dict[str, Any]:
-    """Schools t01..tNN, each with two panic buttons, a camera and a guard terminal."""
+# Mobile units of the test registry: (id, profile, area among the first schools)
+TEST_UNITS = [("u-car-1", "car", ["t01", "t02", "t03", "t04"]), ("u-moto-1", "motorbike", ["t05", "t06", "t07"]), ("u-foot-1", "foot", ["t01"])]
+
+
+def test_registry(n_schools: int = 60, coordinates: bool = False) -> dict[str, Any]:
+    """Schools t01..tNN, each with two panic buttons, a camera and a guard terminal, and the
+    mobile units TEST_UNITS (those whose area exists). `coordinates`: every school gets
+    some, on a grid of ~2 km around 30.62N 104.09E (ETAs need them; by default none has)."""
     schools, devices = [], []
     for i in range(1, n_schools + 1):
         sid = f"t{i:02d}"
         schools.append({"id": sid, "name": f"Test School {i}", "timezone": "Asia/Shanghai"})
+        if coordinates:
+            schools[-1]["coordinates"] = {"lat": round(30.58 + ((i - 1) % 6) * 0.02, 4), "lon": round(104.0 + ((i - 1) // 6) * 0.02, 4)}
         devices += [
             {"id": f"{sid}-btn-1", "school": sid, "kind": "panic_button", "zone": "gate"},
             {"id": f"{sid}-btn-2", "school": sid, "kind": "panic_button", "zone": "office"},
             {"id": f"{sid}-cam-1", "school": sid, "kind": "video_analytics", "zone": "gate"},
             {"id": f"{sid}-post-1", "school": sid, "kind": "guard_terminal", "zone": "gate"},
         ]
-    return {"schools": schools, "devices": devices}
+    ids = {s["id"] for s in schools}
+    units = [{"id": uid, "profile": profile, "area": area} for uid, profile, area in TEST_UNITS if set(area) <= ids]
+    return {"schools": schools, "devices": devices, "units": units}
 
 
 class Proc:
@@ -164,7 +174,7 @@ class Collector:
 # Every rule but panic off: tests of the foundation see only what they test.
 QUIET_RULES = {
     name: {"enabled": False}
-    for name in ("corroboration", "face_watchlist", "plate_watchlist", "vehicle_loitering", "perimeter", "video_behaviour", "device_health", "post_staffing", "flood")
+    for name in ("corroboration", "face_watchlist", "plate_watchlist", "vehicle_loitering", "perimeter", "video_behaviour", "device_health", "post_staffing", "flood", "coverage_gap")
 }
 
 
@@ -207,8 +217,8 @@ class Pipeline:
         kafka_client.ensure_topics(self.cfg, "admin", [*t.contract(), t.ticks], partitions)
         self._env = {k: v for k, v in os.environ.items() if not k.startswith("HUXUE_")}
         self._tag = tag
-        self.bridge = self.another("bridge", f"bridge-{tag}")
-        self.worker = self.another("worker", f"worker-{tag}-0")
+        self.bridge = self.another("bridge", self.cfg.bridge_client_id)
+        self.worker = self.another("worker", self.cfg.worker_instance_id)
         self.events = Collector(self.cfg, t.events)
         self.dlq = Collector(self.cfg, t.events_dlq)
         self.alerts = Collector(self.cfg, t.alerts)
@@ -224,7 +234,7 @@ class Pipeline:
         """A bridge or worker process of this deployment with its own id (`--client-id` /
         `--instance-id`) and metrics port: several run side by side with one config."""
         args = ["--config", str(self.cfg_path), kind]
-        default = self.cfg.bridge.client_id if kind == "bridge" else self.cfg.worker.instance_id
+        default = self.cfg.bridge_client_id if kind == "bridge" else self.cfg.worker_instance_id
         if name != default:
             args += ["--client-id" if kind == "bridge" else "--instance-id", name, "--metrics-port", str(free_port())]
         return Proc(name, args, self.workdir / f"{name}.log", self._env)
