@@ -1,4 +1,5 @@
-"""Regenerates pipeline/data/registry.yaml: the sample city (20 schools, 1,000+ cameras).
+"""Regenerates pipeline/data/registry.yaml: the sample city (20 schools, 1,000+ cameras, 8
+mobile units).
 
 Deterministic (no randomness), so the committed file only changes when this script does:
     python deploy/make_sample_registry.py > pipeline/data/registry.yaml
@@ -65,6 +66,20 @@ WHERE = {
     "zh-20": ("20 Zhonghua Road", "Jinjiang", 30.6283, 104.1052, "Tang Bo"),
 }
 SITE_PLANS = {"zx-01": "site-plans/zx-01.svg"}  # relative to the registry file
+
+# Mobile units (issue 13): id -> (profile, area, name, callsign). Every sample school is in
+# at least one area; cars cover a district, motorbikes cut across, foot patrols walk two
+# neighbouring schools.
+UNITS = [
+    ("car-01", "car", ["zx-01", "yh-06", "hp-15", "zh-20"], "Jinjiang patrol car 1", "锦江巡逻1号"),
+    ("car-02", "car", ["bh-02", "dc-07", "ly-12", "fy-18"], "Chenghua patrol car 2", "成华巡逻2号"),
+    ("car-03", "car", ["jl-05", "xs-08", "cx-11", "wh-13"], "Qingyang patrol car 3", "青羊巡逻3号"),
+    ("car-04", "car", ["hx-04", "nh-09", "gx-14", "mj-17", "xy-19"], "Wuhou patrol car 4", "武侯巡逻4号"),
+    ("moto-01", "motorbike", ["qs-03", "bj-10", "ts-16", "wh-13"], "Jinniu motorbike 1", "金牛摩巡1号"),
+    ("moto-02", "motorbike", ["nh-09", "mj-17", "xy-19", "yh-06", "zh-20"], "South motorbike 2", "南区摩巡2号"),
+    ("foot-01", "foot", ["zx-01", "hp-15"], "Jinjiang foot patrol 1", "锦江步巡1号"),
+    ("foot-02", "foot", ["bh-02", "dc-07"], "Chenghua foot patrol 2", "成华步巡2号"),
+]
 
 
 def where_who(sid: str, n: int) -> list[str]:
@@ -134,7 +149,7 @@ def render(schools: int | None = None, devices_per_school: int | None = None) ->
     city = SCHOOLS if schools is None else generated_schools(schools)
     kinds = layout(devices_per_school)
     if sample:
-        out = ["# Sample city: 20 schools, 1,000+ cameras, panic buttons, fences, guard terminals."]
+        out = ["# Sample city: 20 schools, 1,000+ cameras, panic buttons, fences, guard terminals, 8 mobile units."]
     else:
         per_school = sum(count for _, _, count, _ in kinds)
         out = [f"# Generated city: {len(city):,} schools x {per_school} devices = {len(city) * per_school:,} devices (for benchmarks)."]
@@ -168,6 +183,10 @@ def render(schools: int | None = None, devices_per_school: int | None = None) ->
                 if sid == "zx-01" and kind == "panic_button" and n == 2:
                     extra = ", external: {zigbee2mqtt: office_sos}"
                 out.append(f"  - {{id: {short}-{part}-{n}, school: {sid}, kind: {kind}, zone: {zone}{extra}}}")
+    if sample:
+        out.append("units:")
+        for uid, profile, area, name, callsign in UNITS:
+            out.append(f"  - {{id: {uid}, profile: {profile}, area: [{', '.join(area)}], name: {name}, callsign: \"{callsign}\"}}")
     return "\n".join(out) + "\n"
 
 

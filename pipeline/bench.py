@@ -420,7 +420,7 @@ def huxue_phase(b: Bench, name: str, slug: str, rate: float, duration: float, pa
         for client_id in (cfg.bridge_client_id, f"{cfg.bridge_client_id}-priority"):
             end_session(cfg, client_id, account=client_id)  # else it gets a copy of every later phase's traffic
         kafka_client.delete_topics(
-            cfg, "admin", [*cfg.topics.contract(), cfg.topics.ticks, *cfg.topics.changelogs]
+            cfg, "admin", [*cfg.topics.contract(), cfg.topics.units, cfg.topics.ticks, *cfg.topics.changelogs]
         )
     return phase
 

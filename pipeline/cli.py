@@ -165,13 +165,15 @@ def cmd_notifier(args) -> int:
 
 def cmd_simulate(args) -> int:
     from pipeline import simulate
-    from pipeline.mqtt_client import Publisher
+    from pipeline.mqtt_client import AsDevices, Publisher
     from pipeline.registry import load_registry
 
     cfg = load_config(args.config)
     registry = load_registry(cfg.registry_path)
     schools = sorted(registry.schools)[: args.schools] if args.schools else sorted(registry.schools)
-    sim = simulate.Simulator(registry, schools, seed=args.seed)
+    sim = simulate.Simulator(registry, schools, seed=args.seed, unit_speeds=cfg.units.speeds_kmh)
+    # mobile units patrol unless turned off; by default not with --rate 0 --heartbeat-seconds 0 (only the press)
+    unit_seconds = args.unit_seconds if args.unit_seconds is not None else (5.0 if args.rate > 0 or args.heartbeat_seconds > 0 else 0.0)
     if args.panic:
         try:
             sim.panic_button(args.panic)
@@ -184,32 +186,52 @@ def cmd_simulate(args) -> int:
         print(f"scenario: {name} ({len(steps)} steps over {steps[-1].at if steps else 0:g} s)", flush=True)
     print(
         f"simulating {len(schools)} schools, {len(sim.all_devices)} devices: heartbeat every {args.heartbeat_seconds:g} s, "
-        f"{args.rate:g} other msg/s, to {cfg.mqtt.host}:{cfg.mqtt.port}",
+        f"{args.rate:g} other msg/s"
+        + (f", {len(sim.patrols)} mobile units report every {unit_seconds:g} s" if unit_seconds > 0 and sim.patrols else "")
+        + f", to {cfg.mqtt.host}:{cfg.mqtt.port}",
         flush=True,
     )
     stop = _stop_on_signals()
     pub = Publisher(cfg, account="simulator")
+    # each unit through its own account, as a real unit (one URL login for all: the simulator's connection)
+    units_pub = AsDevices(cfg) if sim.units and cfg.mqtt.auth and not cfg.mqtt.username else None
+    units_lock = threading.Lock()  # the script and the traffic both publish: one connection per unit
+
+    def publish(topic: str, payload: bytes, retain: bool = False):
+        if units_pub is not None and sim.is_unit_topic(topic):
+            with units_lock:
+                return units_pub.publish(topic, payload, retain=retain)
+        return pub.publish(topic, payload, retain=retain)
+
     threads = []
     try:
         if args.panic:
             steps.append(simulate.Step(at=args.panic_after, press=args.panic, exercise=args.exercise, say=f"panic pressed at {args.panic}"))
         if steps:
             def script() -> None:
-                simulate.play(sorted(steps, key=lambda s: s.at), sim, pub.publish, stop, say=lambda t: print(f"> {t}", flush=True))
-                if args.rate == 0 and not args.heartbeat_seconds:
+                simulate.play(sorted(steps, key=lambda s: s.at), sim, publish, stop, say=lambda t: print(f"> {t}", flush=True))
+                if args.rate == 0 and not args.heartbeat_seconds and not unit_seconds:
                     stop.set()  # nothing else to do
 
             threads.append(threading.Thread(target=script, daemon=True))
             threads[-1].start()
-        if args.rate > 0 or args.heartbeat_seconds > 0:
-            n = simulate.run(pub.publish, sim, args.rate, stop, args.duration, args.heartbeat_seconds)
+        if args.rate > 0 or args.heartbeat_seconds > 0 or unit_seconds > 0:
+            n = simulate.run(publish, sim, args.rate, stop, args.duration, args.heartbeat_seconds, unit_seconds)
             print(f"published {n} background messages", flush=True)
+            if unit_seconds > 0:
+                for message in sim.goodbye():
+                    try:
+                        publish(*message).wait_for_publish(5)
+                    except (RuntimeError, ValueError, OSError):  # best effort on the way out
+                        pass
         else:
             for t in threads:
                 t.join()
     finally:
         stop.set()
         pub.close()
+        if units_pub is not None:
+            units_pub.close()
     return 0
 
 
@@ -253,7 +275,7 @@ def cmd_command(args) -> int:
 
     name = {"false-alarm": "false_alarm"}.get(args.verb, args.verb)
     try:
-        cmd = commands.build(name, args.incident, args.by, args.note, args.school)
+        cmd = commands.build(name, args.incident, args.by, args.note, args.school, unit=getattr(args, "unit", None) or "")
     except ValueError as exc:
         print(f"huxue: {exc}", file=sys.stderr)
         return 2
@@ -304,7 +326,7 @@ def cmd_console(args) -> int:
         from pipeline.ops.recorder import rebuild
 
         target = args.into or cfg.store_url
-        store = Store(target)
+        store = Store(target, cfg.bridge.max_clock_skew_seconds)
         if store.positions():
             print(f"huxue: {target} is not empty; rebuild into a new store (--into sqlite:///new.sqlite3)", file=sys.stderr)
             return 2
@@ -354,7 +376,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("devices", help="MQTT accounts: `devices credentials NAME`, `devices rotate NAME`, `devices sync`")
     s.add_argument("action", choices=["credentials", "rotate", "sync"])
-    s.add_argument("name", nargs="?", help="a native device id, a third-party source (frigate, zigbee2mqtt), the bridge's id or simulator")
+    s.add_argument("name", nargs="?", help="a native device or mobile unit id, a third-party source (frigate, zigbee2mqtt), the bridge's id or simulator")
     s.add_argument("--json", action="store_true", help='credentials: {"username": ..., "password": ...}')
     s.set_defaults(func=cmd_devices)
 
@@ -373,6 +395,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="publish realistic device traffic over MQTT")
     s.add_argument("--rate", type=float, default=5.0, help="events per second besides heartbeats (0: none)")
     s.add_argument("--heartbeat-seconds", type=float, default=60.0, help="each device beats this often (0: no heartbeats)")
+    s.add_argument(
+        "--unit-seconds", type=float, help="each mobile unit (registry units:) reports its position this often (0: no unit traffic; default 5, 0 with --rate 0 --heartbeat-seconds 0)"
+    )
     s.add_argument("--scenario", metavar="FILE", help="play a scripted school day (YAML), e.g. scenarios/school-day.yaml")
     s.add_argument("--duration", type=float, help="seconds (default: until Ctrl-C)")
     s.add_argument("--schools", type=int, default=0, help="first N schools of the registry (default: all)")
@@ -389,9 +414,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--school", help="only this school")
     s.set_defaults(func=cmd_alerts)
 
-    for verb, text in (("ack", "on-site guards respond"), ("arrive", "mobile unit on scene"), ("resolve", "close the incident"), ("false-alarm", "close as false alarm")):
+    verbs = (("ack", "on-site guards respond"), ("dispatch", "a mobile unit was sent (registry unit id)"), ("arrive", "mobile unit on scene"),
+             ("resolve", "close the incident"), ("false-alarm", "close as false alarm"))
+    for verb, text in verbs:
         s = sub.add_parser(verb, help=f"operator command: {text}")
         s.add_argument("incident")
+        if verb == "dispatch":
+            s.add_argument("unit", help="the mobile unit sent: its registry id (units:)")
+        if verb == "arrive":
+            s.add_argument("--unit", default="", help="the mobile unit on scene, a registry id (default: the unit dispatched last)")
         s.add_argument("--by", required=True, help="who (guard, officer or unit id)")
         s.add_argument("--note", default="")
         s.add_argument("--school", default="", help="school id (default: read from the incident id)")

@@ -196,7 +196,7 @@ class ConsoleConfig:
 # The `rule` of incidents the worker raises (pipeline/rules/*.py RULE/NAME; a unit test keeps
 # them in step: config cannot import the rules, which import the registry, which imports this).
 INCIDENT_RULES = ("panic", "corroborated", "face_watchlist", "plate_watchlist", "vehicle_loitering", "perimeter",
-                  "video_behaviour", "device_health", "post_staffing", "lockdown", "flood", "paging_health")
+                  "video_behaviour", "device_health", "post_staffing", "lockdown", "flood", "paging_health", "coverage_gap")
 DEFAULT_CHECKLISTS: dict[str, tuple[str, ...]] = {
     "panic": ("Call the school's guard post", "Dispatch the nearest mobile unit", "Call the police station if the threat is confirmed",
               "Inform the principal", "Keep the line open until a unit is on scene"),
@@ -207,6 +207,8 @@ DEFAULT_CHECKLISTS: dict[str, tuple[str, ...]] = {
     "video_behaviour": ("Check the cameras of the zone", "Send a guard to the zone"),
     "lockdown": ("Confirm every gate is shut", "Call the police station", "Inform the principal"),
     "paging_health": ("Phone the people the failing receiver should reach", "Check the receiver (webhook, SMS gateway, mail server)"),
+    "coverage_gap": ("Move the nearest free unit towards the school", "Ask the station for a unit to cover the school's window",
+                     "Tell the school's guard post that mobile support is far"),
 }
 
 
@@ -456,10 +458,21 @@ class Topics:
         # `huxue notifier`: one record per delivery attempt (key school_id).
         return f"{self.prefix}notifications"
 
+    @property
+    def units(self) -> str:
+        # Mobile units' last reports (issue 13): compacted, key "<unit id>/<aspect>" (position,
+        # status, online); written by the bridge, read whole by every worker and the console.
+        return f"{self.prefix}units"
+
     def deployment(self) -> list[str]:
-        """What `huxue stack up` creates (and the worker ensures): the contract's topics and
-        the notifier's, which the worker reads (rule paging_health) but never writes."""
-        return [*self.contract(), self.notifications]
+        """What `huxue stack up` creates (and the worker ensures): the contract's topics, the
+        notifier's, which the worker reads (rule paging_health) but never writes, and the
+        mobile units' (compacted: `configs()`, which kafka_client.ensure_topics applies)."""
+        return [*self.contract(), self.notifications, self.units]
+
+    def configs(self) -> dict[str, dict[str, str]]:
+        """Topic configs a topic must be created with, whoever creates it (ensure_topics)."""
+        return {self.units: {"cleanup.policy": "compact"}}
 
     def contract(self) -> list[str]:
         """Topics every deployment has; `huxue stack up` creates them."""

@@ -122,12 +122,18 @@ def ensure_topics(
     cfg: Config, role: str, names: Iterable[str], partitions: int, replication: int | None = None, configs: dict[str, str] | None = None
 ) -> list[str]:
     """Create missing topics (`replication` default: kafka.replication_factor); check existing
-    ones have `partitions`. Returns the created names."""
+    ones have `partitions`. Returns the created names.
+
+    A topic is created with its configs of `cfg.topics.configs()` (the units topic:
+    compacted), whoever creates it, and then `configs`; an existing topic whose required
+    configs differ gets a warning (when the role may read topic configs)."""
     names = list(names)
     replication = replication or cfg.kafka.replication_factor
+    required = cfg.topics.configs()
     a = admin(cfg, role)
     try:
         existing = _partition_counts(a, names)
+        _check_configs(a, {t: required[t] for t in existing if t in required})
         wrong = {t: n for t, n in existing.items() if n != partitions}
         if wrong:
             raise TopicMismatch(
@@ -137,7 +143,7 @@ def ensure_topics(
         missing = [t for t in names if t not in existing]
         if missing:
             try:
-                a.create_topics([NewTopic(t, partitions, replication, topic_configs=configs or {}) for t in missing])
+                a.create_topics([NewTopic(t, partitions, replication, topic_configs={**required.get(t, {}), **(configs or {})}) for t in missing])
             except TopicAlreadyExistsError:
                 pass  # a concurrent creator won; counts are re-checked below
             created = _partition_counts(a, missing)
@@ -147,6 +153,30 @@ def ensure_topics(
         return missing
     finally:
         a.close()
+
+
+def ensure_units_topic(cfg: Config, role: str) -> list[str]:
+    """The mobile units' topic (issue 13), created compacted with kafka.partitions if missing;
+    [its name] when this call created it. Roles: bridge, worker, admin (they may Create)."""
+    return ensure_topics(cfg, role, [cfg.topics.units], cfg.kafka.partitions, cfg.kafka.replication_factor)
+
+
+def _check_configs(a: KafkaAdminClient, wanted: dict[str, dict[str, str]]) -> None:
+    """Warn about existing topics without the configs huxue creates them with (e.g. a units
+    topic a broker auto-created, not compacted). Best effort: DescribeConfigs may be denied."""
+    for key in sorted({k for c in wanted.values() for k in c}):
+        names = [t for t, c in wanted.items() if key in c]
+        try:
+            found = topic_config(a, names, key)
+        except Exception as exc:  # noqa: BLE001 - an ACL without DescribeConfigs: nothing to check
+            log.debug("cannot read topic configs", extra={"error": type(exc).__name__})
+            return
+        for t in names:
+            if t in found and found[t] != wanted[t][key]:
+                log.warning(
+                    "topic exists with another config than huxue creates it with: fix it (kafka-configs.sh --alter)",
+                    extra={"topic": t, "config": key, "value": found[t], "expected": wanted[t][key]},
+                )
 
 
 def topic_config(a: KafkaAdminClient, names: list[str], key: str) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 Accounts (one MQTT connection each: Mosquitto runs with `use_username_as_clientid`, so a
 client's id is its account name and nobody can take over another account's session):
-- each native device: write `huxue/v1/devices/<its id>/#` only;
+- each native device, and each mobile unit (registry `units:`): write
+  `huxue/v1/devices/<its id>/#` only;
 - each third-party source (a Frigate instance's topic prefix, a Zigbee2MQTT base topic):
   read and write its own prefix (they also talk to themselves there);
 - the bridge (`<bridge client id>` and `<bridge client id>-priority`, its two sessions):
@@ -36,7 +37,7 @@ PBKDF2_ROUNDS = 101  # mosquitto_passwd's default; the passwords are random 32-c
 @dataclass(frozen=True)
 class Account:
     name: str
-    role: str  # device | frigate | zigbee2mqtt | bridge | tool
+    role: str  # device | unit | frigate | zigbee2mqtt | bridge | tool
     acl: tuple[str, ...]  # Mosquitto ACL lines: "write huxue/v1/devices/x/#"
 
 
@@ -68,6 +69,8 @@ def accounts(cfg: Config, registry: Registry) -> list[Account]:
     if cfg.mqtt.tool_accounts:
         out += [Account(t, "tool", (f"write {DEVICE_PREFIX}/#", *(f"write {s.name}/#" for s in sources))) for t in TOOLS]
     out += [Account(d.id, "device", (f"write {DEVICE_PREFIX}/{d.id}/#",)) for d in registry.devices.values() if not d.external]
+    # mobile units (issue 13) publish on their own device topics like a native device
+    out += [Account(u.id, "unit", (f"write {DEVICE_PREFIX}/{u.id}/#",)) for u in registry.units.values()]
     seen: dict[str, str] = {}
     for a in out:
         if a.name in seen:
@@ -154,7 +157,7 @@ def unknown_account(registry: Registry, name: str) -> str:
     if device is not None and device.external:
         via = ", ".join(f"{eco} ({ext})" for eco, ext in device.external.items())
         return f"device {name} reports through {via}: use that source's account, e.g. `huxue devices credentials {next(iter(device.external))}`"
-    return f"no MQTT account {name!r}: not a native device of the registry, a third-party source, the bridge or a tool ({', '.join(TOOLS)})"
+    return f"no MQTT account {name!r}: not a native device or mobile unit of the registry, a third-party source, the bridge or a tool ({', '.join(TOOLS)})"
 
 
 def login(cfg: Config, account: str) -> Login | None:

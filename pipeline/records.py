@@ -57,7 +57,7 @@ UNIT_PROFILES = ("car", "motorbike", "foot")
 UNIT_STATUSES = ("available", "dispatched", "on_scene", "off_duty")
 SEVERITIES = ("Extreme", "Severe", "Moderate", "Minor")
 # commands on one incident, and commands on a school (silences, lockdown)
-INCIDENT_COMMANDS = ("ack", "arrive", "resolve", "false_alarm")
+INCIDENT_COMMANDS = ("ack", "dispatch", "arrive", "resolve", "false_alarm")  # dispatch: a mobile unit was sent (`unit`)
 SCHOOL_COMMANDS = ("silence", "unsilence", "lockdown", "lift_lockdown")
 COMMANDS = INCIDENT_COMMANDS + SCHOOL_COMMANDS
 
@@ -204,6 +204,9 @@ class Command:
     reason: str = ""
     silence_id: str = ""
     exercise: bool = False
+    # `dispatch` (required) and `arrive` (optional: default the unit last dispatched): a
+    # registry unit id (issue 13)
+    unit: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v not in ("", 0.0, {}, False) or k == "note"}
@@ -222,6 +225,8 @@ class Command:
         need = {"incident_id"} if command in INCIDENT_COMMANDS else {"school_id"}
         if command == "unsilence":
             need.add("silence_id")
+        if command == "dispatch":
+            need.add("unit")
         for name in need:
             if not isinstance(d.get(name), str) or not d[name]:
                 raise ValueError(f"{command} needs {name!r} (a non-empty string)")
@@ -234,6 +239,8 @@ class Command:
         exercise = d.get("exercise", False)
         if not isinstance(exercise, bool):
             raise ValueError("field 'exercise' must be a boolean")
+        if not isinstance(d.get("unit") or "", str):
+            raise ValueError("field 'unit' must be a unit id (a string)")
         return cls(
             command=command,
             by=d["by"],
@@ -248,6 +255,7 @@ class Command:
             reason=str(d.get("reason") or "").strip(),
             silence_id=str(d.get("silence_id") or ""),
             exercise=exercise,
+            unit=str(d.get("unit") or ""),
         )
 
 
@@ -320,6 +328,14 @@ class Alert:
     # Evidence items of the incident not in `evidence` (it keeps the first and the latest
     # within MAX_EVIDENCE items and the alert's size budget); absent when none.
     evidence_omitted: int | None = None
+    # Panic incidents (issue 13): the available mobile units nearest the school, by ETA, as
+    # of the opening or the latest `units-<n>` update (advisory: units move); absent when
+    # no unit is known. Items: unit_id, profile, callsign, distance_m, road_m, eta_s,
+    # position_age_s, in_area, lat, lon[, accuracy_m].
+    nearest_units: list[dict[str, Any]] | None = None
+    # The mobile unit of a `dispatched-<n>` or `arrived` stage; `dispatched`: every unit sent so far.
+    unit: str = ""
+    dispatched: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v not in ("", None) or k in _ALERT_REQUIRED}

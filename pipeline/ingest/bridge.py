@@ -273,10 +273,12 @@ class Bridge:
 
     def _connect_kafka(self, stop: threading.Event):
         def connect():
-            kafka_client.ensure_topics(self.cfg, "bridge", [self.topics.events, self.topics.urgent, self.topics.events_dlq], self.cfg.kafka.partitions, self.cfg.kafka.replication_factor)
+            # the units topic is created compacted (Topics.configs)
+            written = [self.topics.events, self.topics.urgent, self.topics.events_dlq, self.topics.units]
+            kafka_client.ensure_topics(self.cfg, "bridge", written, self.cfg.kafka.partitions, self.cfg.kafka.replication_factor)
             made = []
             try:
-                for topics, linger in (((self.topics.events, self.topics.events_dlq), BULK_LINGER_MS), ((self.topics.urgent,), 0)):
+                for topics, linger in (((self.topics.events, self.topics.events_dlq, self.topics.units), BULK_LINGER_MS), ((self.topics.urgent,), 0)):
                     made.append(kafka_client.producer(self.cfg, "bridge", linger_ms=linger))
                     for topic in topics:
                         made[-1].partitions_for(topic)  # metadata now, so send() never waits for it

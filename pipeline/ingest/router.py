@@ -23,7 +23,7 @@ from pipeline.ingest import native, shape
 from pipeline.ingest.adapters.frigate import Frigate
 from pipeline.ingest.adapters.zigbee2mqtt import Zigbee2Mqtt
 from pipeline.ingest.ratelimit import TokenBuckets
-from pipeline.records import CanonicalEvent, Rejection, dlq_entry, dumps, iso_utc
+from pipeline.records import UNIT_KIND, CanonicalEvent, Rejection, dlq_entry, dumps, iso_utc
 from pipeline.registry import Registry
 
 log = logging.getLogger("huxue.bridge")
@@ -31,6 +31,21 @@ log = logging.getLogger("huxue.bridge")
 REPLAY_MEMORY = 5000  # adapter results kept for MQTT redeliveries (DUP)
 EXEMPT_KINDS = frozenset({"panic_button"})  # never rate-limited
 URGENT_TYPES = frozenset({"panic.pressed"})  # also sent to the urgent topic (worker/app.py)
+# A mobile unit's events go to the compacted units topic, keyed "<unit id>/<aspect>": one
+# key per aspect, so compaction keeps the last position AND the last status and online
+# state of each unit. Other types (device.tamper, ...) keep their type as the aspect.
+UNIT_ASPECTS = {
+    "unit.position": "position",
+    "unit.status": "status",
+    "device.online": "online",
+    "device.offline": "online",
+    "device.heartbeat": "heartbeat",
+}
+
+
+def unit_key(event: CanonicalEvent) -> str:
+    """The units-topic key of a mobile unit's event: "car-07/position", "car-07/online", ..."""
+    return f"{event.device_id}/{UNIT_ASPECTS.get(event.type, event.type)}"
 
 
 @dataclass(frozen=True)
@@ -138,7 +153,8 @@ class Router:
 
     def _records(self, result: CanonicalEvent | Rejection, topic: str, payload: bytes, received_at: float) -> list[Record]:
         """The Kafka records of one result: a dead letter, or the event (alarm types also
-        as an urgent copy first, which the worker reads without waiting behind telemetry)."""
+        as an urgent copy first, which the worker reads without waiting behind telemetry;
+        a mobile unit's event on the units topic instead, key `unit_key`)."""
         if isinstance(result, Rejection):
             return [self.dlq(result, topic, payload, received_at)]
         if self.cfg.mqtt.auth:
@@ -147,6 +163,8 @@ class Router:
             value = dumps(result.to_dict())
         except Exception as exc:  # noqa: BLE001 - orjson refused it (shape limits should have caught it)
             return [self.dlq(Rejection("unserialisable", f"event could not be written as JSON: {type(exc).__name__}: {exc}", result.device_id), topic, payload, received_at)]
+        if result.kind == UNIT_KIND:  # no school: the units topic, not the events topic
+            return [Record(self.topics.units, unit_key(result), value, event=result)]
         event = Record(self.topics.events, result.school_id, value, event=result)
         if result.type in URGENT_TYPES:
             return [Record(self.topics.urgent, result.school_id, value, event=result), event]

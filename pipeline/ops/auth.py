@@ -1,7 +1,8 @@
 """Console accounts, roles and sessions.
 
 Accounts come from the configuration (`console.accounts`), each with a role:
-  guard         acts on its own school's incidents only (and sees only that school)
+  guard         acts on its own school's incidents only (and sees only that school), but
+                does not dispatch mobile units; sees only the units whose area lists its school
   duty_officer  acts on every school's incidents
   admin         everything, including silences and lockdowns
 Passwords are stored as PBKDF2-SHA256 hashes (`huxue console hash-password`), API
@@ -41,6 +42,8 @@ class Account:
         """May this account send `command` for `school_id`?"""
         if command in ("silence", "unsilence", "lockdown", "lift_lockdown"):
             return self.role == "admin"
+        if command == "dispatch":  # the duty room sends mobile units; a guard is on site
+            return self.role != "guard" and self.sees(school_id)
         return self.sees(school_id)
 
     def public(self) -> dict[str, str]:

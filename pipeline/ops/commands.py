@@ -1,4 +1,4 @@
-"""`huxue ack | arrive | resolve | false-alarm`: send an operator command, report its outcome."""
+"""`huxue ack | dispatch | arrive | resolve | false-alarm`: send an operator command, report its outcome."""
 
 from __future__ import annotations
 
@@ -22,12 +22,16 @@ class Outcome:
     detail: str
 
 
-def build(command: str, incident_id: str, by: str, note: str = "", school_id: str = "") -> Command:
-    """An incident command (ack, arrive, resolve, false_alarm)."""
+def build(command: str, incident_id: str, by: str, note: str = "", school_id: str = "", unit: str = "") -> Command:
+    """An incident command (ack, dispatch, arrive, resolve, false_alarm). `unit`: the mobile
+    unit (registry id) of a dispatch (required) or an arrive (default: the one dispatched last)."""
     school = school_id or school_of(incident_id)
     if not school:
         raise ValueError(f"cannot tell the school from {incident_id!r}; pass --school")
-    return Command(command=command, incident_id=incident_id, by=by, at=iso_utc(time.time()), note=note, command_id=uuid.uuid4().hex, school_id=school)
+    if command == "dispatch" and not unit.strip():
+        raise ValueError("dispatch needs the mobile unit sent (a registry unit id)")
+    return Command(command=command, incident_id=incident_id, by=by, at=iso_utc(time.time()), note=note, command_id=uuid.uuid4().hex, school_id=school,
+                   unit=unit.strip())
 
 
 def build_school(command: str, school_id: str, by: str, **fields) -> Command:

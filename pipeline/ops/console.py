@@ -16,7 +16,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from importlib import resources
@@ -33,7 +33,9 @@ from pipeline.ops.auth import Account, Accounts, LoginThrottle
 from pipeline.ops.store import Change, Store
 from pipeline.records import INCIDENT_COMMANDS, SCHOOL_COMMANDS, Command, iso_utc, parse_ts
 from pipeline.registry import Registry, School
+from pipeline.rules import units as unit_rules
 from pipeline.rules.engine import check_target
+from pipeline.rules.units import UnitState
 
 log = logging.getLogger("huxue.console")
 RANK = {"Extreme": 0, "Severe": 1, "Moderate": 2, "Minor": 3}
@@ -101,34 +103,114 @@ def urgency(inc: dict[str, Any], now: float) -> tuple:
 _NO_SCENE = ("ack", "resolve", "false_alarm")
 ACTIONS: dict[str, tuple[str, ...]] = {
     "lockdown": ("lift_lockdown",), "device_health": _NO_SCENE, "paging_health": _NO_SCENE, "post_staffing": _NO_SCENE, "flood": _NO_SCENE,
+    "coverage_gap": _NO_SCENE,
 }
 DEFAULT_ACTIONS = INCIDENT_COMMANDS  # panic and the sensor-raised incidents: a unit may be sent
 CARD_COMMANDS = frozenset(DEFAULT_ACTIONS).union(*ACTIONS.values())
+
+
+class NoUnits:
+    """The units view of a console without one (tests, a registry without units)."""
+
+    caught_up = threading.Event()
+    caught_up.set()
+
+    def units(self) -> Sequence[UnitState]:
+        return ()
+
+
+def _did_you_mean(name: str, known) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=3)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+def coverage_class(eta_s: float | None, located: bool, target_s: float, limit_s: float) -> str:
+    """A school's coverage now, as the map colours it: `target` (a unit within the 3-minute
+    arrive target), `limit` (within the 5-minute limit), `none` (no available unit in time),
+    `unknown` (the school has no coordinates)."""
+    if not located:
+        return "unknown"
+    if eta_s is None or eta_s > limit_s:
+        return "none"
+    return "target" if eta_s <= target_s else "limit"
 
 
 def actions(inc: dict[str, Any]) -> list[str]:
     """The buttons for this incident now: none once closed; ack and arrive only once."""
     if inc["state"] != "open":
         return []
-    done = {"ack": inc.get("acked_at"), "arrive": inc.get("arrived_at")}
+    done = {"ack": inc.get("acked_at"), "arrive": inc.get("arrived_at"), "dispatch": inc.get("arrived_at")}
     return [a for a in ACTIONS.get(inc["rule"], DEFAULT_ACTIONS) if not done.get(a)]
 
 
 class Console:
-    def __init__(self, cfg: Config, registry: Registry, store: Store, accounts: Accounts, send: Callable[[Command], None]):
+    def __init__(self, cfg: Config, registry: Registry, store: Store, accounts: Accounts, send: Callable[[Command], None], units: Any = None):
         self.cfg, self.registry, self.store, self.accounts, self.send = cfg, registry, store, accounts, send
+        # the mobile units as last reported: a units_view.UnitsView (units(), caught_up)
+        self.unit_view = units if units is not None else NoUnits()
         self.clients: list[tuple[Account, asyncio.Queue]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self.throttle = LoginThrottle()
 
     # --- presentation -----------------------------------------------------------------
 
+    def unit_label(self, unit_id: str) -> str:
+        """A registry unit's callsign (or name), else its id."""
+        unit = self.registry.unit(unit_id)
+        return (unit.callsign or unit.name or unit.id) if unit else unit_id
+
     def incident_view(self, inc: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         school = self.registry.school(inc["school_id"])
+        dispatched = inc.get("dispatched") or []
+        arrived_unit = inc.get("arrived_unit") or ""
         return {**inc, "school_name": school.name if school else inc["school_id"], "next_deadline": next_deadline(inc, now or time.time()),
-                # the card shows times on the school's clock, and who came (the console sends the unit as the arrive note; the CLI as --by)
-                "timezone": school.timezone if school else "UTC", "actions": actions(inc), "arrived_unit": inc.get("arrived_note") or inc.get("arrived_by") or "",
+                # the card shows times on the school's clock, and who came: the registry unit
+                # that arrived (issue 13), else what the console sent as the arrive note (a
+                # unit not in the registry), else who reported it (the CLI's --by)
+                "timezone": school.timezone if school else "UTC", "actions": actions(inc),
+                "arrived_unit": arrived_unit or inc.get("arrived_note") or inc.get("arrived_by") or "", "arrived_unit_id": arrived_unit,
+                "nearest_units": inc.get("nearest_units") or [], "dispatched": dispatched,
+                "unit_labels": {u: self.unit_label(u) for u in dict.fromkeys([*dispatched, *([arrived_unit] if arrived_unit else [])])},
                 "checklist": list(self.cfg.console.checklist(inc["rule"]))}
+
+    def units_view(self, account: Account, now: float) -> dict[str, Any]:
+        """/api/units: every registry unit as last reported, and each school's coverage now
+        (its best ETA against the 1-3-5 arrive target and limit). A guard sees the units
+        whose area lists its school, and its own school's coverage only."""
+        ucfg, esc = self.cfg.units, self.cfg.escalation
+        states = {s.unit_id: s for s in self.unit_view.units()}
+        rows = []
+        for unit in sorted(self.registry.units.values(), key=lambda u: u.id):
+            if account.role == "guard" and account.school not in unit.area:
+                continue
+            s = states.get(unit.id)
+            age = s.position_age(now) if s else None
+            rows.append({
+                "unit_id": unit.id, "profile": unit.profile, "callsign": unit.callsign, "name": unit.name, "label": self.unit_label(unit.id),
+                "area": list(unit.area), "reported": s is not None,
+                "lat": s.lat if s else None, "lon": s.lon if s else None, "accuracy_m": s.accuracy_m if s else None,
+                "speed_kmh": s.speed_kmh if s else None, "heading": s.heading if s else None,
+                "position_at": iso_utc(s.position_at) if s and s.position_at is not None else None,
+                "age_s": round(age, 1) if age is not None else None,
+                "status": (s.status if s else "") or "unknown", "status_at": iso_utc(s.status_at) if s and s.status_at is not None else None,
+                "online": s.online if s else None,
+                "stale": not (s and s.fresh(now, ucfg)), "available": bool(s and s.available(now, ucfg)),
+            })
+        schools = []
+        for school in sorted(self.registry.schools.values(), key=lambda x: x.id):
+            if not account.sees(school.id):
+                continue
+            best = unit_rules.best_eta(school, states.values(), now, ucfg)
+            eta = best.eta_s if best else None
+            schools.append({
+                "school_id": school.id, "window": unit_rules.window_kind(school, now),
+                "coverage": coverage_class(eta, school.coordinates is not None, esc.arrive_target_seconds, esc.arrive_limit_seconds),
+                "best": {"unit_id": best.unit_id, "label": self.unit_label(best.unit_id), "eta_s": round(best.eta_s, 1), "in_area": best.in_area} if best else None,
+            })
+        return {"at": iso_utc(now), "caught_up": self.unit_view.caught_up.is_set(), "arrive_target_seconds": esc.arrive_target_seconds,
+                "arrive_limit_seconds": esc.arrive_limit_seconds, "stale_after_seconds": ucfg.stale_after_seconds, "units": rows, "schools": schools}
 
     def sorted_incidents(self, rows: list[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
         """Open incidents by urgency (`urgency`), then the closed ones."""
@@ -265,7 +347,9 @@ class Console:
     async def me(self, request: web.Request) -> web.Response:
         account: Account = request[ACCOUNT]
         # the school-wide commands this account may send (the card hides the buttons it may not press)
-        return web.json_response({**account.public(), "school_commands": [c for c in SCHOOL_COMMANDS if account.may(c, account.school)]})
+        # and whether it may dispatch mobile units (not a guard: the duty room sends them)
+        return web.json_response({**account.public(), "school_commands": [c for c in SCHOOL_COMMANDS if account.may(c, account.school)],
+                                  "may_dispatch": account.may("dispatch", account.school)})
 
     async def incidents(self, request: web.Request) -> web.Response:
         account: Account = request[ACCOUNT]
@@ -330,15 +414,31 @@ class Console:
         if not account.may(name, inc["school_id"]):
             return _error(403, "forbidden", f"{account.username} may not {name} at {inc['school_id']}")
         note = str(body.get("note", ""))
+        unit = str(body.get("unit") or "").strip()
+        if name == "dispatch":
+            if not unit:
+                return _error(400, "unit_required", 'dispatch needs a mobile unit of the registry, e.g. {"command": "dispatch", "unit": "car-07"}')
+            if self.registry.unit(unit) is None:
+                hint = _did_you_mean(unit, self.registry.units) or (" (the registry lists no units)" if not self.registry.units else "")
+                return _error(400, "unknown_unit", f"no mobile unit {unit!r} in the registry{hint}")
+            if inc.get("arrived_at"):
+                return _error(409, "already_arrived", f"{inc['incident_id']}: a unit is on scene already")
+            if unit in (inc.get("dispatched") or []):
+                return _error(409, "already_dispatched", f"{inc['incident_id']}: {unit} was already dispatched")
         if name == "arrive":
-            # The contract's arrive has no unit field and `by` stays the signed-in operator, so
-            # the unit on scene travels as the arrive command's note (the card shows it).
-            note = str(body.get("unit") or "").strip()
-            if not note:
+            # `by` stays the signed-in operator. A registry unit travels as the command's
+            # `unit` (the worker defaults it to the unit dispatched); any other name of who is
+            # on scene (a guard team, a unit not in the registry) as its note, as before.
+            if not unit and not inc.get("dispatched"):
                 return _error(400, "unit_required", 'arrive needs the unit on scene, e.g. {"command": "arrive", "unit": "Mobile unit 3"}')
+            if unit and self.registry.unit(unit) is None:
+                note, unit = unit, ""
         if name == "lift_lockdown":  # a school command: lifts this lockdown, the drill's or the real one
             return await self._send(Command(command=name, school_id=inc["school_id"], by=account.username, note=note, exercise=inc["status"] == "Exercise"))
-        return await self._send(Command(command=name, incident_id=inc["incident_id"], school_id=inc["school_id"], by=account.username, note=note))
+        return await self._send(Command(command=name, incident_id=inc["incident_id"], school_id=inc["school_id"], by=account.username, note=note, unit=unit))
+
+    async def units(self, request: web.Request) -> web.Response:
+        return web.json_response(await self._db(self.units_view, request[ACCOUNT], time.time()))
 
     async def schools(self, request: web.Request) -> web.Response:
         account: Account = request[ACCOUNT]
@@ -441,6 +541,7 @@ class Console:
         app.router.add_get("/api/incidents/{incident_id}", self.incident)
         app.router.add_get("/api/incidents/{incident_id}/timeline", self.timeline)
         app.router.add_post("/api/incidents/{incident_id}/commands", self.incident_command)
+        app.router.add_get("/api/units", self.units)
         app.router.add_get("/api/schools", self.schools)
         app.router.add_get("/api/schools/{school_id}", self.school)
         app.router.add_get("/api/schools/{school_id}/site-plan", self.site_plan)
@@ -534,7 +635,7 @@ def run(cfg: Config, registry: Registry) -> None:
             context.load_cert_chain(*tls)
         except (ssl.SSLError, OSError) as exc:
             raise ConfigError(f"console TLS: cannot use {tls[0]} / {tls[1]}: {exc}") from exc
-    store = Store(cfg.store_url)
+    store = Store(cfg.store_url, cfg.bridge.max_clock_skew_seconds)
     # the topics it reads and writes (with Kafka ACLs the operator account sees no others)
     kafka_client.ensure_topics(cfg, "operator", list(recorder.kinds(cfg)), cfg.kafka.partitions, cfg.kafka.replication_factor)
     producer = kafka_client.producer(cfg, "operator")
@@ -542,7 +643,11 @@ def run(cfg: Config, registry: Registry) -> None:
     def send(cmd: Command) -> None:
         producer.send(cfg.topics.commands, key=cmd.school_id, value=dumps(cmd.to_dict())).get(timeout=30)
 
-    console = Console(cfg, registry, store, accounts_from(cfg), send)
+    from pipeline.units_view import UnitsView
+
+    # the mobile units, read whole from their compacted topic (nothing to read without units)
+    units = UnitsView(cfg, registry, "operator").start()
+    console = Console(cfg, registry, store, accounts_from(cfg), send, units)
     stop = threading.Event()
     recorder = Recorder(cfg, store, console.changed)
 
@@ -562,4 +667,5 @@ def run(cfg: Config, registry: Registry) -> None:
                     shutdown_timeout=min(5.0, cfg.stack.stop_timeout_seconds))  # a backstop: streams end at once
     finally:
         stop.set()
+        units.stop()
         producer.close(timeout=5)

@@ -1,5 +1,6 @@
-"""Feeds the history store from Kafka: alerts, commands, rejected commands, silences, and
-the device-status and guard events of huxue.events.
+"""Feeds the history store from Kafka: alerts, commands, rejected commands, silences, the
+device-status and guard events of huxue.events, and the mobile units' reports of the units
+topic (for the report's coverage shares).
 
 No consumer group: every partition is assigned and positions live in the store, next to
 the data, so each record is applied exactly once and a fresh store rebuilds from the
@@ -28,7 +29,8 @@ EVENT_TYPES = (b'"device.online"', b'"device.offline"', b'"guard.checkin"', b'"g
 def kinds(cfg: Config) -> dict[str, str]:
     t = cfg.topics
     return {t.alerts: "alert", t.commands: "command", t.commands_dlq: "rejected", t.silences: "silence", t.events: "event",
-            t.notifications: "notification"}  # huxue notifier's paging attempts, on the incidents' timelines
+            t.notifications: "notification",  # huxue notifier's paging attempts, on the incidents' timelines
+            t.units: "unit"}  # mobile units' positions, status and online flag (issue 13)
 
 
 class Recorder:
@@ -80,6 +82,8 @@ class Recorder:
 
     def _record(self, r) -> Record | None:
         kind = self.kinds[r.topic]
+        if r.value is None:  # a tombstone (the units topic is compacted)
+            return None
         if kind == "event" and not any(t in r.value for t in EVENT_TYPES):
             return None  # cheap filter: the store keeps only device status and guard reports
         try:

@@ -4,8 +4,12 @@ Per school and overall, for panic incidents: time to acknowledge and time to arr
 (median, p90, share within 60 / 180 / 300 s), how many never were (closed without) and
 how many are still open without yet; as tables and charts (distribution, daily trend);
 incidents by rule, severity and hour of day (school time); panic-button availability per
-school over the time huxue actually had data for the school. Drills are reported apart
-and never mixed into the real numbers. HTML with embedded PNG charts, PDF, or JSON.
+school over the time huxue actually had data for the school. Mobile units (issue 13): per
+school, the share of its window minutes (drop-off, pick-up, school hours) in which an
+available unit could have arrived within the 3- and 5-minute limits (rules/units.py
+coverage_report over the unit reports the recorder kept), the coverage_gap incidents, and
+for panics which unit was dispatched and arrived, and the dispatch-to-arrival time. Drills are
+reported apart and never mixed into the real numbers. HTML with embedded PNG charts, PDF, or JSON.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from zoneinfo import ZoneInfo
 from pipeline.config import Config
 from pipeline.ops.commands import parse_duration
 from pipeline.ops.store import Store
-from pipeline.records import dumps, iso_utc, parse_ts
+from pipeline.records import CanonicalEvent, dumps, iso_utc, parse_ts
 from pipeline.registry import Registry, load_registry
+from pipeline.rules import units as unit_rules
 
 LIMITS = (60, 180, 300)
 MAX_BINS = 40  # 'auto' bins on thousands of incidents would be hairlines
@@ -137,7 +142,76 @@ def availability(incidents: list[dict[str, Any]], registry: Registry, start: flo
     return out
 
 
-def compute(store: Store, registry: Registry, start: float, end: float) -> dict[str, Any]:
+# --- mobile units ------------------------------------------------------------------------
+
+
+def unit_timeline(store: Store, registry: Registry, start: float, end: float) -> list[tuple[float, unit_rules.UnitState]]:
+    """(t, state) of each unit from t on, folded from the recorded unit reports: each unit's
+    last report of each aspect before `start`, then every report in [start, end)."""
+    states: dict[str, unit_rules.UnitState] = {}
+    out = []
+    for row in store.unit_reports(iso_utc(start), iso_utc(end)):
+        unit = registry.unit(row["unit_id"])
+        if unit is None:  # no longer in the registry
+            continue
+        try:
+            event = CanonicalEvent.from_dict(row["event"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        t = parse_ts(row["at"])
+        states[unit.id] = unit_rules.apply_event(states.get(unit.id), event, unit, t)
+        out.append((t, states[unit.id]))
+    return out
+
+
+def coverage(store: Store, registry: Registry, cfg: Config, start: float, end: float, incidents: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per school: the share of its window minutes covered within the arrive target and limit
+    (default 3 and 5 minutes), from the first recorded unit report (or the start of the
+    period, if later) to its end; and the real coverage_gap incidents opened in the period.
+    A school without coordinates has no shares (unknown, never a gap)."""
+    limits = (float(cfg.escalation.arrive_target_seconds), float(cfg.escalation.arrive_limit_seconds))
+    first = store.first_unit_report_at() if registry.units else None
+    observed_from = None if first is None else min(end, max(start, first))
+    timeline = unit_timeline(store, registry, observed_from, end) if observed_from is not None else []
+    gaps = Counter(i["school_id"] for i in incidents if i["rule"] == "coverage_gap" and i["status"] == "Actual")
+    schools = {}
+    for school_id in sorted(registry.schools):
+        school = registry.schools[school_id]
+        row: dict[str, Any] = {"name": school.name, "located": school.coordinates is not None, "window_minutes": None,
+                               "covered_minutes": {}, "within": {str(int(x)): None for x in limits}, "gaps": gaps.get(school_id, 0)}
+        if observed_from is not None and school.coordinates is not None:
+            cr = unit_rules.coverage_report(school, timeline, observed_from, end, cfg.units, limits)
+            row["window_minutes"] = cr.window_minutes
+            row["covered_minutes"] = {str(int(x)): cr.covered_minutes.get(x, 0) for x in limits}
+            row["within"] = {str(int(x)): None if (v := cr.share(x)) is None else round(v, 3) for x in limits}
+        if registry.units or row["gaps"]:
+            schools[school_id] = row
+    return {"limits": [int(x) for x in limits], "units": len(registry.units), "observed_from": iso_utc(observed_from) if observed_from is not None else None,
+            "gaps": sum(gaps.values()), "schools": schools}
+
+
+def dispatches(panic: list[dict[str, Any]], registry: Registry) -> dict[str, Any]:
+    """Panics and their mobile units: who was dispatched, who arrived, and the time from the
+    first dispatch to arrival (when both are recorded)."""
+    rows, spans = [], []
+    for i in sorted(panic, key=lambda x: x["opened_at"]):
+        if not i.get("dispatched") and not i.get("arrived_unit"):
+            continue
+        d2a = None
+        if i.get("dispatched_at") and i.get("arrived_at"):
+            d2a = round(max(0.0, parse_ts(i["arrived_at"]) - parse_ts(i["dispatched_at"])), 1)
+            spans.append(d2a)
+        school = registry.school(i["school_id"])
+        rows.append({"incident_id": i["incident_id"], "school_id": i["school_id"], "name": school.name if school else i["school_id"],
+                     "opened_at": i["opened_at"], "dispatched": list(i.get("dispatched") or []), "dispatched_at": i.get("dispatched_at"),
+                     "arrived_unit": i.get("arrived_unit") or "", "arrived_at": i.get("arrived_at"), "dispatch_to_arrive_s": d2a})
+    s = sorted(spans)
+    summary_ = {"count": len(s), "median_s": round(statistics.median(s), 1) if s else None, "p90_s": s[min(len(s) - 1, int(0.9 * len(s)))] if s else None}
+    return {"incidents": rows, "dispatch_to_arrive": summary_, "arrived_by_unit": dict(Counter(r["arrived_unit"] for r in rows if r["arrived_unit"]).most_common())}
+
+
+def compute(store: Store, registry: Registry, start: float, end: float, cfg: Config | None = None) -> dict[str, Any]:
+    cfg = cfg or Config()
     rows = [i for i in store.incidents(since=iso_utc(start), limit=1_000_000) if parse_ts(i["opened_at"]) < end]
     tz = report_zone(registry)
     report: dict[str, Any] = {
@@ -158,13 +232,14 @@ def compute(store: Store, registry: Registry, start: float, end: float) -> dict[
         report[name] = {
             "incidents": len(chosen),
             "still_open": sum(1 for i in chosen if i["state"] != "closed"),
-            "panic": {"overall": response_times(panic, end), "schools": per_school, "daily": _daily(panic, tz, end)},
+            "panic": {"overall": response_times(panic, end), "schools": per_school, "daily": _daily(panic, tz, end), "units": dispatches(panic, registry)},
             "by_rule": dict(Counter(i["rule"] for i in chosen).most_common()),
             "by_severity": {s: n for s in ("Extreme", "Severe", "Moderate", "Minor") if (n := sum(1 for i in chosen if i["severity"] == s))},
             "by_hour": {str(h): hours.get(h, 0) for h in range(24)},
         }
     health = store.incidents(rule="device_health", limit=1_000_000)
     report["availability"] = availability(health, registry, start, end, observed_since(store))
+    report["coverage"] = coverage(store, registry, cfg, start, end, rows)
     return report
 
 
@@ -351,6 +426,7 @@ def render_html(report: dict[str, Any], images: dict[str, str]) -> str:
                 f"<td>{observed}</td><td>{span(v['down_seconds'])}</td></tr>")
 
     avail = "".join(avail_row(k, v) for k, v in report["availability"].items())
+    units = coverage_html(report)
     img = lambda name: f'<img alt="{name}" src="data:image/png;base64,{images[name]}">' if name in images else ""  # noqa: E731
     period = f"{report.get('from_local', report['from'])} to {report.get('to_local', report['to'])} ({report.get('timezone', 'UTC')})"
     actual = report["actual"]
@@ -369,8 +445,39 @@ and left out of a share until they are older than its limit.</p>
 <p class="note">Share of button-time with no silent or offline incident open, over the time huxue observed each school:
 from its first record in the history store (or the start of the period, if later) to the end of the period.</p>
 <div class="scroll"><table><tr><th>school</th><th>buttons</th><th>available</th><th>observed</th><th>down (button-time)</th></tr>{avail}</table></div>
+{units}
 <h2>Drills</h2>{table(report['drills'])}
 <p class="note">generated {html.escape(report['generated'])}</p></body></html>"""
+
+
+def coverage_html(report: dict[str, Any]) -> str:
+    """Mobile-unit coverage per school and the panics' units (empty without units or gaps)."""
+    cov = report.get("coverage") or {}
+    if not cov.get("schools"):
+        return ""
+    lo, hi = (str(x) for x in cov["limits"])
+    since = f"from {html.escape(cov['observed_from'])}" if cov.get("observed_from") else "no unit reports recorded in the period"
+    rows = "".join(
+        f"<tr><td>{_school(v['name'], k)}</td><td>{'—' if v['window_minutes'] is None else v['window_minutes']}</td>"
+        f"<td>{_pct(v['within'][lo], 1) if v['located'] else 'no coordinates'}</td><td>{_pct(v['within'][hi], 1) if v['located'] else '—'}</td><td>{v['gaps']}</td></tr>"
+        for k, v in cov["schools"].items()
+    )
+    units = report["actual"]["panic"]["units"]
+    d2a = units["dispatch_to_arrive"]
+    panic_rows = "".join(
+        f"<tr><td>{_school(r['name'], r['school_id'])}</td><td>{html.escape(r['opened_at'])}</td><td>{html.escape(', '.join(r['dispatched']) or '—')}</td>"
+        f"<td>{html.escape(r['arrived_unit'] or '—')}</td><td>{'—' if r['dispatch_to_arrive_s'] is None else r['dispatch_to_arrive_s']}</td></tr>"
+        for r in units["incidents"][-50:]
+    )
+    return f"""<h2>Mobile-unit coverage</h2>
+<p class="note">Share of each school's window minutes (drop-off, pick-up and school hours) in which an available mobile unit could
+have arrived within {int(cov['limits'][0]) // 60} and {int(cov['limits'][1]) // 60} minutes, {since}; coverage gaps are real coverage_gap incidents
+({cov['gaps']} in all).</p>
+<div class="scroll"><table><tr><th>school</th><th>window minutes</th><th>covered ≤ {lo} s</th><th>covered ≤ {hi} s</th><th>coverage gaps</th></tr>{rows}</table></div>
+<h2>Panic incidents: mobile units</h2>
+<p class="note">Dispatch to arrival: median {d2a['median_s'] if d2a['median_s'] is not None else '—'} s, p90 {d2a['p90_s'] if d2a['p90_s'] is not None else '—'} s
+over {d2a['count']} real panics with both recorded.</p>
+<div class="scroll"><table><tr><th>school</th><th>opened</th><th>dispatched</th><th>arrived</th><th>dispatch → arrive s</th></tr>{panic_rows or '<tr><td colspan="5">none</td></tr>'}</table></div>"""
 
 
 # --- PDF ---------------------------------------------------------------------------------
@@ -397,6 +504,22 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     for k, v in report["availability"].items():
         value = _pct(v["availability"], 1) if v["availability"] is not None else "no data"
         lines.append(f"{(v.get('name', k) + ' (' + k + ')')[:27]:<28}{v['buttons']:>8}{value:>11}  {span(v['observed_seconds'])} of {span(v['period_seconds'])}")
+    cov = report.get("coverage") or {}
+    if cov.get("schools"):
+        lo, hi = (str(x) for x in cov["limits"])
+        lines += ["", f"Mobile-unit coverage: share of window minutes within {lo} s / {hi} s ({cov.get('observed_from') or 'no unit reports'})",
+                  f"{'school':<28}{'window min':>11}{'<=' + lo + 's':>9}{'<=' + hi + 's':>9}{'gaps':>6}"]
+        for k, v in cov["schools"].items():
+            w = "-" if v["window_minutes"] is None else str(v["window_minutes"])
+            a, b = (_pct(v["within"][x], 1) if v["located"] else "no coord" for x in (lo, hi))
+            lines.append(f"{(v['name'] + ' (' + k + ')')[:27]:<28}{w:>11}{a:>9}{b:>9}{v['gaps']:>6}")
+        units = report["actual"]["panic"]["units"]
+        d2a = units["dispatch_to_arrive"]
+        lines += ["", f"Panics and mobile units (dispatch -> arrive: median {fmt(d2a['median_s'])} s, p90 {fmt(d2a['p90_s'])} s, n={d2a['count']})",
+                  f"{'school':<28}{'dispatched':<22}{'arrived':<14}{'d->a s':>7}"]
+        for r in units["incidents"][-40:]:
+            lines.append(f"{(r['name'] + ' (' + r['school_id'] + ')')[:27]:<28}{', '.join(r['dispatched'])[:21] or '-':<22}{(r['arrived_unit'] or '-')[:13]:<14}"
+                         f"{fmt(r['dispatch_to_arrive_s']):>7}")
     lines += ["", "Drills (apart from the real numbers)", *rows(report["drills"])]
     return lines
 
@@ -436,11 +559,11 @@ def write_pdf(path: Path, report: dict[str, Any], figs: dict[str, Any]) -> int:
 
 
 def main(cfg: Config, since: str, out: str | None, fmt: str) -> int:
-    store = Store(cfg.store_url)
+    store = Store(cfg.store_url, cfg.bridge.max_clock_skew_seconds)
     registry = load_registry(cfg.registry_path)
     end = time.time()
     start = period_start(since, end)
-    report = compute(store, registry, start, end)
+    report = compute(store, registry, start, end, cfg)
     if fmt == "json":
         data = dumps(report)
         if out:

@@ -20,10 +20,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.records import dumps, loads, parse_ts
+from pipeline.records import CanonicalEvent, dumps, iso_utc, loads, parse_ts
 
 MIGRATIONS = "pipeline.ops.migrations"
-TABLES = ("incidents", "timeline", "silences", "devices", "rosters")
+TABLES = ("incidents", "timeline", "silences", "devices", "rosters", "unit_reports")
+# A mobile unit's event type -> the aspect of it a report keeps (heartbeats, tamper: none)
+UNIT_ASPECTS = {"unit.position": "position", "unit.status": "status", "device.online": "online", "device.offline": "online"}
+# Positions are kept at most this often per unit (a report judges whole minutes; units
+# report every 5-30 s): a month of 500 units stays a few million rows.
+POSITION_EVERY_SECONDS = 30.0
 # An incident as it is read: its row plus the note of its arrival (from the console: the unit
 # on scene), taken from the timeline so that the table needs no column of its own.
 INCIDENT_SELECT = (
@@ -54,8 +59,11 @@ class Change:
 
 
 class Store:
-    def __init__(self, url: str):
+    def __init__(self, url: str, max_clock_skew_seconds: float = 600.0):
         self.url = url
+        # a unit report's time is its credible time (CanonicalEvent.credible_ts): the
+        # bridge's bound, config bridge.max_clock_skew_seconds
+        self.max_clock_skew_seconds = max_clock_skew_seconds
         parts = urlsplit(url)
         if parts.scheme == "sqlite":
             self.kind = "sqlite"
@@ -185,17 +193,27 @@ class Store:
         if stage == "acknowledged":
             common.update(acked_at=sent, acked_by=a.get("by", ""))
         elif stage == "arrived":
-            common.update(arrived_at=sent, arrived_by=a.get("by", ""))
+            common.update(arrived_at=sent, arrived_by=a.get("by", ""), arrived_unit=a.get("unit") or "")
+        # mobile units (issue 13): every alert of the incident carries the latest of them
+        if a.get("nearest_units") is not None:
+            common["nearest_units"] = dumps(a["nearest_units"]).decode()
+        if a.get("dispatched") is not None:
+            common["dispatched"] = dumps(a["dispatched"]).decode()
+        first_dispatch = sent if stage.startswith("dispatched-") else None
         if a.get("msgType") == "Cancel":
             common.update(state="closed", closed_at=sent, closed_stage=stage, closed_by=a.get("by", ""))
         exists = self._exec(tx, "SELECT 1 FROM incidents WHERE incident_id = ?", (iid,)).fetchone()
         if exists:
             sets = ", ".join(f"{k} = ?" for k in common)
             self._exec(tx, f"UPDATE incidents SET {sets} WHERE incident_id = ?", (*common.values(), iid))
+            if first_dispatch:
+                self._exec(tx, "UPDATE incidents SET dispatched_at = ? WHERE incident_id = ? AND (dispatched_at IS NULL OR dispatched_at > ?)",
+                           (first_dispatch, iid, first_dispatch))
         else:  # the opening alert (or, after topic retention, the oldest one left)
             row = {
                 "incident_id": iid, "school_id": school, "rule": a["rule"], "status": a["status"], "state": "open", "opened_at": a.get("onset") or sent,
                 "ack_by": d.get("ack_by"), "arrive_target_by": d.get("arrive_target_by"), "arrive_by": d.get("arrive_by"), **common,
+                "dispatched_at": first_dispatch,
             }
             cols = ", ".join(row)
             self._exec(tx, f"INSERT INTO incidents ({cols}) VALUES ({', '.join('?' for _ in row)})", tuple(row.values()))
@@ -272,6 +290,29 @@ class Store:
             return Change("school", school, school)
         return None
 
+    def _apply_unit(self, tx, r: Record) -> Change | None:
+        """A mobile unit's report from the units topic (key "<unit>/<aspect>"), for the
+        report's coverage. Not shown live (the console's UnitsView reads the topic itself)."""
+        try:
+            event = CanonicalEvent.from_dict(r.value)
+        except (KeyError, TypeError, ValueError):
+            return None
+        aspect = UNIT_ASPECTS.get(event.type)
+        if aspect is None:
+            return None
+        at = event.credible_ts(self.max_clock_skew_seconds)
+        if aspect == "position":
+            # thinned, deterministically: the rows before it decide (record order is the
+            # partition's, the same in a rebuild)
+            last = self._exec(tx, "SELECT MAX(at) AS t FROM unit_reports WHERE unit_id = ? AND aspect = 'position' AND at <= ?",
+                              (event.device_id, iso_utc(at))).fetchone()
+            t = last["t"] if last is not None else None
+            if t and at - parse_ts(t) < POSITION_EVERY_SECONDS:
+                return None
+        self._exec(tx, "INSERT INTO unit_reports (unit_id, event_id, aspect, at, payload) VALUES (?, ?, ?, ?, ?) ON CONFLICT (unit_id, event_id) DO NOTHING",
+                   (event.device_id, event.event_id, aspect, iso_utc(at), dumps(r.value).decode()))
+        return None
+
     # --- queries --------------------------------------------------------------------------
 
     def incidents(
@@ -306,7 +347,10 @@ class Store:
         return _incident(rows[0]) if rows else None
 
     def timeline(self, incident_id: str) -> list[dict[str, Any]]:
-        rows = self._rows("SELECT entry_id, incident_id, school_id, at, kind, stage, actor, note, headline FROM timeline WHERE incident_id = ? ORDER BY at, entry_id", (incident_id,))
+        rows = self._rows("SELECT entry_id, incident_id, school_id, at, kind, stage, actor, note, headline, body FROM timeline WHERE incident_id = ? ORDER BY at, entry_id", (incident_id,))
+        for r in rows:  # the mobile unit of a dispatch or an arrival (alerts and commands carry it)
+            body = r.pop("body")
+            r["unit"] = str(loads(body).get("unit") or "") if '"unit"' in body else ""
         return rows
 
     def silences(self, school_id: str, now_iso: str) -> list[dict[str, Any]]:
@@ -324,6 +368,26 @@ class Store:
             out.setdefault(r["post_id"], []).append({"officer_id": r["officer_id"], "since": r["at"]})
         return out
 
+    def unit_reports(self, start_iso: str, end_iso: str) -> list[dict[str, Any]]:
+        """The units' reports in [start, end), by time, after each unit's last report of each
+        aspect before start (its state when the period begins): rows unit_id, event_id,
+        aspect, at, event (the canonical event dict)."""
+        before = self._rows(
+            "SELECT r.unit_id, r.event_id, r.aspect, r.at, r.payload FROM unit_reports r JOIN (SELECT unit_id, aspect, MAX(at) AS at FROM unit_reports "
+            "WHERE at < ? GROUP BY unit_id, aspect) l ON r.unit_id = l.unit_id AND r.aspect = l.aspect AND r.at = l.at ORDER BY r.at, r.event_id",
+            (start_iso,),
+        )
+        during = self._rows("SELECT unit_id, event_id, aspect, at, payload FROM unit_reports WHERE at >= ? AND at < ? ORDER BY at, event_id", (start_iso, end_iso))
+        out = []
+        for row in before + during:
+            row["event"] = loads(row.pop("payload"))
+            out.append(row)
+        return out
+
+    def first_unit_report_at(self) -> float | None:
+        rows = self._rows("SELECT MIN(at) AS t FROM unit_reports")
+        return parse_ts(rows[0]["t"]) if rows and rows[0]["t"] else None
+
     def first_record_at(self) -> float | None:
         """The time of the earliest record kept, of any kind and school (None: empty)."""
         times = []
@@ -335,7 +399,8 @@ class Store:
 
     def dump(self) -> dict[str, list[dict[str, Any]]]:
         """Every derived table, in a stable order (used to compare a rebuild)."""
-        keys = {"incidents": "incident_id", "timeline": "entry_id", "silences": "silence_id", "devices": "device_id", "rosters": "post_id, officer_id"}
+        keys = {"incidents": "incident_id", "timeline": "entry_id", "silences": "silence_id", "devices": "device_id", "rosters": "post_id, officer_id",
+                "unit_reports": "unit_id, event_id"}
         return {t: self._rows(f"SELECT * FROM {t} ORDER BY {keys[t]}") for t in TABLES}
 
 
@@ -343,6 +408,10 @@ def _incident(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
     row["notify"] = loads(row["notify"])
     row["evidence"] = loads(row["evidence"])
+    # mobile units (migration 0002): lists on every incident, empty when none
+    row["nearest_units"] = loads(row["nearest_units"]) if row.get("nearest_units") else []
+    row["dispatched"] = loads(row["dispatched"]) if row.get("dispatched") else []
+    row["arrived_unit"] = row.get("arrived_unit") or ""
     return row
 
 

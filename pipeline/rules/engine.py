@@ -33,6 +33,7 @@ from pipeline.records import INCIDENT_COMMANDS, Alert, CanonicalEvent, Command, 
 from pipeline.registry import Registry
 from pipeline.rules import (
     corroboration,
+    coverage_gap,
     device_health,
     face_watchlist,
     flood,
@@ -63,6 +64,7 @@ RULES: tuple[Rule, ...] = (
     device_health.DeviceHealth(),
     paging_health.PagingHealth(),  # takes huxue notifier's records (on_notification), not events
     post_staffing.PostStaffing(),
+    coverage_gap.CoverageGap(),  # timer only: mobile units' coverage, a panic's nearest units
     silences.Silences(),
     lockdown.Lockdown(),
     flood.Flood(),
@@ -116,6 +118,8 @@ def check_target(cmd: Command, school: str, registry: Registry) -> CommandReject
     worker reads it from the incident id first: foreign clients may leave school_id out)."""
     if registry.school(school) is None:
         return CommandRejected("unknown_school", f"no school {school!r} in the registry{_did_you_mean(school, registry.schools)}")
+    if cmd.unit and registry.unit(cmd.unit) is None:
+        return CommandRejected("unknown_unit", f"no mobile unit {cmd.unit!r} in the registry{_did_you_mean(cmd.unit, registry.units)}")
     if cmd.command == "silence":
         device_id, zone = cmd.scope.get("device"), cmd.scope.get("zone")
         if device_id:

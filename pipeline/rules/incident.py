@@ -74,6 +74,11 @@ class Incident:
     held: str = ""
     last_evidence_at: float = 0.0
     quiet_close_seconds: float = 0.0  # the `expired` deadline moves this far past new evidence
+    # Mobile units (issue 13): the nearest available units (NearestUnit.to_dict) as last
+    # computed, the units dispatched (in order) and the unit that arrived.
+    units: tuple[dict[str, Any], ...] = ()
+    dispatched: tuple[str, ...] = ()
+    arrived_unit: str = ""
 
     @property
     def is_open(self) -> bool:
@@ -96,6 +101,7 @@ class Incident:
         note: str = "",
         due: float | None = None,
         superseded_by: str = "",
+        unit: str = "",
     ) -> tuple[Incident, Alert]:
         """Record `stage` as emitted and build its alert (within ALERT_BUDGET)."""
         if stage in self.stages:  # its identifier would name two different alerts
@@ -124,6 +130,9 @@ class Incident:
             due=iso_utc(due) if due is not None else "",
             held=self.held,
             superseded_by=superseded_by,
+            nearest_units=[dict(u) for u in self.units] or None,
+            unit=unit,
+            dispatched=list(self.dispatched) or None,
         )
         total = size(alert)
         if total > ALERT_BUDGET:
@@ -139,6 +148,8 @@ class Incident:
         d["evidence"] = list(self.evidence)
         d["stages"] = list(self.stages)
         d["notify"] = list(self.notify)
+        d["units"] = list(self.units)
+        d["dispatched"] = list(self.dispatched)
         return d
 
     @classmethod
@@ -148,6 +159,8 @@ class Incident:
         d["stages"] = tuple(d.get("stages", ()))
         d["notify"] = tuple(d.get("notify", ("onsite", "mobile", "command")))
         d["deadlines"] = dict(d.get("deadlines", {}))
+        d["units"] = tuple(d.get("units", ()))
+        d["dispatched"] = tuple(d.get("dispatched", ()))
         return cls(**d)
 
 

@@ -3,6 +3,7 @@
 For rule `panic` the deadlines are the 1-3-5 ladder:
 
     opened ──ack──▶ acknowledged ──arrive──▶ arrived ──resolve / false_alarm──▶ closed
+      (dispatch <unit>, any time before arrive: dispatched-<n>; settles nothing)
       │ no ack by ack_seconds:              onsite_overdue
       │ no arrive by arrive_target_seconds: mobile_late
       │ no arrive by arrive_limit_seconds:  mobile_overdue
@@ -87,11 +88,25 @@ def apply_command(inc: Incident, cmd: Command, now: float, esc: EscalationConfig
         inc = replace(inc, acked_at=now, acked_by=clip(cmd.by), deadlines=_settle(inc, "ack"))
         inc, alert = inc.emit("acknowledged", "Update", now, describe(inc, "acknowledged", cmd.by), **common)
         return inc, [alert]
+    if cmd.command == "dispatch":
+        # A mobile unit was sent: recorded, paged, and the default unit of `arrive`. The
+        # ladder keeps running until someone is on scene.
+        if inc.arrived_at is not None:
+            return CommandRejected("already_arrived", f"{inc.incident_id}: arrival was reported by {inc.arrived_by}")
+        if not cmd.unit:  # Command.from_dict requires it; this guards a command built in code
+            return CommandRejected("invalid_command", "dispatch needs the unit sent (a registry unit id)")
+        if cmd.unit in inc.dispatched:
+            return CommandRejected("already_dispatched", f"{inc.incident_id}: {cmd.unit} was already dispatched")
+        inc = replace(inc, dispatched=inc.dispatched + (cmd.unit,))
+        stage = f"dispatched-{len(inc.dispatched)}"
+        inc, alert = inc.emit(stage, "Update", now, describe(inc, "dispatched", cmd.unit), unit=cmd.unit, **common)
+        return inc, [alert]
     if cmd.command == "arrive":
         if inc.arrived_at is not None:
             return CommandRejected("already_arrived", f"{inc.incident_id}: arrival was reported by {inc.arrived_by}")
-        inc = replace(inc, arrived_at=now, arrived_by=clip(cmd.by), deadlines=_settle(inc, "arrive"))
-        inc, alert = inc.emit("arrived", "Update", now, describe(inc, "arrived", cmd.by), **common)
+        unit = cmd.unit or (inc.dispatched[-1] if inc.dispatched else "")
+        inc = replace(inc, arrived_at=now, arrived_by=clip(cmd.by), arrived_unit=unit, deadlines=_settle(inc, "arrive"))
+        inc, alert = inc.emit("arrived", "Update", now, describe(inc, "arrived", cmd.by), unit=unit, **common)
         return inc, [alert]
     stage = "resolved" if cmd.command == "resolve" else "false_alarm"
     inc = replace(inc, closed_at=now, closed_stage=stage, deadlines={})

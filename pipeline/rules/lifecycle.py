@@ -23,6 +23,8 @@ _TEXT = {
     "corroborated": "{title}: corroborated by another sensor",
     "acknowledged": "{title}: acknowledged by {by}",
     "arrived": "{title}: on scene ({by})",
+    "dispatched": "{title}: {by} dispatched",
+    "units": "{title}: nearest units changed",
     "resolved": "{title}: resolved by {by}",
     "false_alarm": "{title}: closed as false alarm by {by}",
     "expired": "{title}: quiet, closed",
@@ -71,6 +73,7 @@ class Raise:
     silenceable: bool = True  # False for panic and for panic-button health
     foldable: bool = True  # False for panic: never folded by flood control
     cause: str = ""  # what opened it when not an event (a command's key); default: the trigger
+    units: tuple[dict[str, Any], ...] = ()  # panic: the nearest mobile units (rules/units.py)
 
     def cause_of(self, opened_at: float) -> str:
         """What goes into the incident id's digest: a reused sequence number stays unique."""
@@ -112,6 +115,7 @@ def create(
         held=held,
         last_evidence_at=now,
         quiet_close_seconds=r.quiet_close_seconds,
+        units=r.units,
     )
     inc, alert = inc.emit("opened", "Alert", now, describe_fn(inc, "opened", by), deadlines=r.deadlines_view, by=by, command_id=command_id)
     return state.put(inc), [alert]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pipeline.config import EscalationConfig
 from pipeline.records import Alert, CanonicalEvent
-from pipeline.rules import dispatch, ladder, lifecycle
+from pipeline.rules import dispatch, ladder, lifecycle, units
 from pipeline.rules.evidence import evidence_of
 from pipeline.rules.incident import Incident, local_clock
 from pipeline.rules.rule import Rule, RuleOutcome
@@ -40,6 +40,8 @@ def describer(esc: EscalationConfig) -> lifecycle.Describe:
             "mobile_overdue": f"Panic button at {where}: mobile unit overdue, not on scene after {esc.arrive_limit_seconds:g} s",
             "acknowledged": f"Panic at {where} acknowledged by {by}",
             "arrived": f"Panic at {where}: on scene ({by})",
+            "dispatched": f"Panic at {where}: mobile unit {by} dispatched",
+            "units": f"Panic at {where}: nearest mobile units changed",
             "resolved": f"Panic at {where} resolved by {by}",
             "false_alarm": f"Panic at {where} closed as false alarm by {by}",
         }
@@ -82,6 +84,7 @@ def _press(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context) 
         deadlines_view=ladder.targets(opened_at, ctx.escalation),
         silenceable=False,
         foldable=False,
+        units=nearest(state.school_id, now, ctx),  # who could go: in the opened alert
     )
     ack_by = local_clock(opened_at + ctx.escalation.ack_seconds, ctx.school_tz(state.school_id))
 
@@ -89,4 +92,12 @@ def _press(state: SchoolState, event: CanonicalEvent, now: float, ctx: Context) 
         return describe(inc, stage, by) + (f": on-site response by {ack_by}" if stage == "opened" else "")
 
     return dispatch.raise_incident(state, spec, now, ctx, describe_fn=describe_opened)
+
+
+def nearest(school_id: str, now: float, ctx: Context) -> tuple[dict, ...]:
+    """The available mobile units nearest the school now (NearestUnit.to_dict), by ETA."""
+    school = ctx.school(school_id)
+    if school is None:
+        return ()
+    return tuple(n.to_dict() for n in units.nearest_units(school, ctx.units(), now, ctx.units_config))
 

@@ -116,6 +116,15 @@ class PostStaffing:
 
 
 @dataclass(frozen=True)
+class CoverageGap:
+    enabled: bool = True
+    check_seconds: float = 15  # how often each school's coverage (and a panic's nearest units) is looked at
+    confirm_seconds: float = 30  # uncovered this long before the incident opens (no flapping)
+    severity: str = "Severe"
+    schools: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Silences:
     max_seconds: float = 7 * 24 * 3600
     schools: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -140,6 +149,7 @@ class RulesConfig:
     device_health: DeviceHealth = field(default_factory=DeviceHealth)
     paging_health: PagingHealth = field(default_factory=PagingHealth)
     post_staffing: PostStaffing = field(default_factory=PostStaffing)
+    coverage_gap: CoverageGap = field(default_factory=CoverageGap)
     silence: Silences = field(default_factory=Silences)
     flood: Flood = field(default_factory=Flood)
 

@@ -13,13 +13,21 @@ last-seen time, a plate read) rewrite only what they touch:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.config import EscalationConfig
+from pipeline.config import EscalationConfig, UnitsConfig
 from pipeline.registry import Registry, School
 from pipeline.rules.incident import Incident, incident_id_for
 from pipeline.rules.settings import RulesConfig
+
+if TYPE_CHECKING:
+    from pipeline.rules.units import UnitState
+
+
+def _no_units() -> Sequence[UnitState]:
+    return ()
 
 # Closed incidents are remembered this long so late commands get "closed", not "unknown".
 KEEP_CLOSED_SECONDS = 24 * 3600
@@ -36,6 +44,10 @@ class Context:
     registry: Registry
     max_clock_skew_seconds: float = 600
     rules: RulesConfig = field(default_factory=RulesConfig)
+    units_config: UnitsConfig = field(default_factory=UnitsConfig)
+    # The mobile units as last reported (issue 13): in the worker a read-only view of the
+    # compacted units topic (worker/units_view.py), not school state; rules only read it.
+    units: Callable[[], Sequence[UnitState]] = field(default=_no_units, compare=False, repr=False)
     _effective: dict = field(default_factory=dict, compare=False, repr=False)
 
     def rule(self, name: str, school_id: str) -> Any:

@@ -108,7 +108,7 @@ def acl_table(cfg: Config) -> dict[str, list[tuple[str, str, tuple[str, ...]]]]:
     acc = kafka_client.ACCOUNTS
     return {
         acc["bridge"]: [
-            *(("topic", name, (W, D, C)) for name in (t.events, t.urgent, t.events_dlq)),
+            *(("topic", name, (W, D, C)) for name in (t.events, t.urgent, t.events_dlq, t.units)),
             ("cluster", CLUSTER, (IW,)),
         ],
         acc["worker"]: [
@@ -116,13 +116,14 @@ def acl_table(cfg: Config) -> dict[str, list[tuple[str, str, tuple[str, ...]]]]:
             *(("topic", name, (R, W, D, C)) for name in (t.events, t.urgent, t.commands)),
             *(("topic", name, (W, D, C)) for name in (t.alerts, t.events_dlq, t.commands_dlq, t.silences)),
             ("topic", t.notifications, (R, D, C)),  # huxue notifier's records, for rule paging_health; never written
+            ("topic", t.units, (R, D, C)),  # the mobile units' last reports (the bridge's), read whole; never written
             # its own: ticks (written and read), table changelogs, Faust's leader topic
             *(("topic", name, (R, W, D, C)) for name in (t.ticks, *t.changelogs, f"{app}-__assignor-__leader")),
             ("group", app, (R, D)),  # Faust's group id is the app id
         ],
         acc["operator"]: [
             ("topic", t.commands, (W, R, D)),  # commands sent; the console's recorder reads them
-            *(("topic", name, (R, D)) for name in (t.alerts, t.events, t.silences, t.commands_dlq, t.events_dlq, t.notifications)),
+            *(("topic", name, (R, D)) for name in (t.alerts, t.events, t.silences, t.commands_dlq, t.events_dlq, t.notifications, t.units)),
             ("cluster", CLUSTER, (IW,)),
         ],
         acc["notifier"]: [

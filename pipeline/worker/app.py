@@ -53,6 +53,7 @@ from pipeline.registry import Registry
 from pipeline.rules import engine, paging_health
 from pipeline.rules.incident import school_of
 from pipeline.rules.state import Context
+from pipeline.units_view import UnitsView
 from pipeline.worker.tables import SchoolTables
 from pipeline.worker import due, faust_fixes, offsets
 
@@ -102,13 +103,13 @@ class Shutdown:
         os._exit(EXIT_STOP_TIMEOUT)
 
 
-def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None) -> faust.App:
+def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None, units: UnitsView | None = None) -> faust.App:
     faust_fixes.apply()  # Faust patches: a restart never skips an input record (raises if Faust moved)
     topics = cfg.topics
     faust_fixes.prioritise({topics.urgent, topics.commands, topics.ticks})  # fetched alarms go first
     n = cfg.kafka.partitions
     shutdown = shutdown or Shutdown(cfg.stack.stop_timeout_seconds)
-    ctx = Context(cfg.escalation, registry, cfg.bridge.max_clock_skew_seconds, cfg.rules)
+    ctx = Context(cfg.escalation, registry, cfg.bridge.max_clock_skew_seconds, cfg.rules, cfg.units, **({"units": units.units} if units else {}))
     schools_by_partition: dict[int, list[str]] = {}
     for school_id in registry.schools:
         schools_by_partition.setdefault(kafka_client.partition_for(school_id, n), []).append(school_id)
@@ -468,5 +469,7 @@ def run(cfg: Config, registry: Registry) -> None:
     cfg.worker_datadir.mkdir(parents=True, exist_ok=True)
     metrics.serve(cfg.worker.metrics_port, cfg.worker.metrics_bind)
     shutdown = Shutdown(cfg.stack.stop_timeout_seconds)
-    app = create_app(cfg, registry, shutdown)
+    # the mobile units, read whole by every worker (not school state: see units_view.py)
+    units = UnitsView(cfg, registry, "worker").start()
+    app = create_app(cfg, registry, shutdown, units)
     Worker(app, shutdown, quiet=True, override_logging=False).execute_from_commandline()

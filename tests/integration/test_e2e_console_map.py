@@ -92,6 +92,7 @@ def test_card_where_and_who_checklist_site_plans_and_the_map(stack, workdir, bro
 
         # the map: every placed school a labelled dot; t03 (open, unacknowledged panic) and t04
         # (acknowledged, still open) in the Extreme colour; only the unacknowledged one flashes
+        browser.execute_script("window.scrollTo(0, 0)")  # the Map button is not under the sticky header
         browser.find_element(By.ID, "map-toggle").click()
 
         def dot(school: str):

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.ops import report
 from pipeline.ops.store import Store
-from pipeline.records import parse_ts
+from pipeline.records import iso_utc, parse_ts
 from streams import DAY, registry, week
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,41 @@ def start() -> float:
 def test_migrations_apply_once(store_url):
     store = Store(store_url)  # migrates on open
     assert store.migrate() == []
-    assert [r["version"] for r in store._rows("SELECT version FROM schema_migrations")] == [1]
+    assert [r["version"] for r in store._rows("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2]
+
+
+def test_mobile_unit_columns_and_reports(store_url):
+    """Migration 0002 on both databases: what a card shows of the units, and the units' reports."""
+    from pipeline.ops.store import Record
+    from pipeline.records import CanonicalEvent
+
+    store = Store(store_url, max_clock_skew_seconds=60)
+    t0 = 1_790_000_000.0
+    base = {"incident_id": "inc-20260921-s1-0001-abcdef", "school_id": "s1", "rule": "panic", "status": "Actual", "severity": "Extreme", "msgType": "Alert"}
+    near = [{"unit_id": "car-07", "profile": "car", "callsign": "", "distance_m": 1000.0, "road_m": 1400.0, "eta_s": 126.0, "position_age_s": 1.0,
+             "in_area": True, "lat": 30.66, "lon": 104.08}]
+    alerts = [
+        {**base, "identifier": f"{base['incident_id']}/opened", "stage": "opened", "sent": iso_utc(t0), "nearest_units": near},
+        {**base, "identifier": f"{base['incident_id']}/dispatched-1", "stage": "dispatched-1", "msgType": "Update", "sent": iso_utc(t0 + 10), "unit": "car-07",
+         "dispatched": ["car-07"], "nearest_units": near, "by": "duty"},
+        {**base, "identifier": f"{base['incident_id']}/arrived", "stage": "arrived", "msgType": "Update", "sent": iso_utc(t0 + 100), "unit": "car-07",
+         "dispatched": ["car-07"], "nearest_units": near, "by": "duty"},
+    ]
+
+    def ev(etype: str, at: float, n: int, **attrs) -> dict:
+        return CanonicalEvent(event_id=f"car-{n}", type=etype, ts=iso_utc(at), device_id="car-07", school_id="", kind="mobile_unit", zone="", source="native",
+                              mqtt_topic="huxue/v1/devices/car-07/events", received_at=iso_utc(at), attrs=attrs).to_dict()
+
+    reports = [ev("unit.status", t0 - 60, 0, status="available")] + [ev("unit.position", t0 + 10 * i, i + 1, lat=30.66, lon=104.08, speed_kmh=0, heading=0) for i in range(7)]
+    records = [Record("alert", "huxue.alerts", 0, i, "s1", a) for i, a in enumerate(alerts)] + [Record("unit", "huxue.units", 0, i, "car-07/x", v) for i, v in enumerate(reports)]
+    store.apply(records)
+    store.apply(records)
+    inc = store.incident(base["incident_id"])
+    assert (inc["dispatched"], inc["arrived_unit"], inc["dispatched_at"], inc["nearest_units"]) == (["car-07"], "car-07", iso_utc(t0 + 10), near)
+    assert [t["unit"] for t in store.timeline(base["incident_id"])] == ["", "car-07", "car-07"]
+    rows = store.unit_reports(iso_utc(t0 + 5), iso_utc(t0 + 100))
+    assert [(r["aspect"], r["event_id"]) for r in rows] == [("status", "car-0"), ("position", "car-1"), ("position", "car-4"), ("position", "car-7")]  # one position per 30 s
+    assert store.first_unit_report_at() == t0 - 60
 
 
 def test_store_keeps_incidents_timelines_silences_devices_and_posts(store_url, start):

@@ -89,7 +89,8 @@ def test_duty_officer_sees_all_schools_open_first_by_severity_then_age(world):
     async def scenario(client, sent, console):
         await login(client, "duty")
         me = await (await client.get("/api/me")).json()
-        assert me == {"username": "duty", "role": "duty_officer", "school": "", "school_commands": []}  # no lockdown/silence buttons
+        # no lockdown/silence buttons; the duty room dispatches mobile units
+        assert me == {"username": "duty", "role": "duty_officer", "school": "", "school_commands": [], "may_dispatch": True}
         data = await (await client.get("/api/incidents?state=all")).json()
         incidents = data["incidents"]
         assert {i["school_id"] for i in incidents} == {"s1", "s2"}
@@ -332,8 +333,8 @@ def test_each_incident_kind_offers_only_the_actions_that_apply():
     from pipeline.ops.console import actions
 
     panic = {"rule": "panic", "state": "open"}
-    assert actions(panic) == ["ack", "arrive", "resolve", "false_alarm"]
-    assert actions({**panic, "acked_at": "t"}) == ["arrive", "resolve", "false_alarm"]
+    assert actions(panic) == ["ack", "dispatch", "arrive", "resolve", "false_alarm"]
+    assert actions({**panic, "acked_at": "t"}) == ["dispatch", "arrive", "resolve", "false_alarm"]
     assert actions({**panic, "acked_at": "t", "arrived_at": "t"}) == ["resolve", "false_alarm"]
     assert actions({**panic, "state": "closed"}) == []
     assert actions({"rule": "lockdown", "state": "open"}) == ["lift_lockdown"]  # lifted, never "arrived"

@@ -117,7 +117,7 @@ def test_acl_table_grants_each_component_what_it_does(tmp_path):
         return {op for k, n, o in table[user] if (k, n) == (kind, name) for op in o}
 
     bridge, worker, operator = (kafka_client.ACCOUNTS[r] for r in ("bridge", "worker", "operator"))
-    assert {n for k, n, _ in table[bridge] if k == "topic"} == {"c.events", "c.urgent", "c.events.dlq"}
+    assert {n for k, n, _ in table[bridge] if k == "topic"} == {"c.events", "c.urgent", "c.events.dlq", "c.units"}
     assert "Read" not in {op for _, _, o in table[bridge] for op in o}
     assert ops(bridge, "cluster", "kafka-cluster") == {"IdempotentWrite"}
     assert ops(worker, "group", "w") == {"Read", "Describe"}
@@ -130,6 +130,24 @@ def test_acl_table_grants_each_component_what_it_does(tmp_path):
         assert ops(operator, "topic", topic) == {"Read", "Describe"}
     assert not [k for k, _, _ in table[operator] if k == "group"]  # group_id=None everywhere
     assert len(kafka_auth.acls(cfg)) == sum(len(o) for rows in table.values() for _, _, o in rows)
+
+
+def test_the_units_topic_is_written_by_the_bridge_and_read_by_the_worker_and_the_console(tmp_path):
+    cfg = cfg_with(tmp_path, "  security_protocol: SASL_PLAINTEXT\n  topic_prefix: 'c.'\n")
+    table = kafka_auth.acl_table(cfg)
+    assert cfg.topics.units == "c.units"
+
+    def ops(role: str) -> set[str]:
+        return {op for k, n, o in table[kafka_client.ACCOUNTS[role]] if (k, n) == ("topic", "c.units") for op in o}
+
+    assert ops("bridge") == {"Write", "Describe", "Create"}  # it ensures the topic at start
+    assert ops("worker") == {"Read", "Describe", "Create"}  # it ensures Topics.deployment(); never writes
+    assert ops("operator") == {"Read", "Describe"}
+    assert ops("notifier") == set()
+    assert {(a.resource_pattern.resource_name, a.operation.name) for a in kafka_auth.acls(cfg) if a.principal == "User:huxue-operator" and a.resource_pattern.resource_name == "c.units"} == {
+        ("c.units", "READ"),
+        ("c.units", "DESCRIBE"),
+    }
 
 
 def test_sasl_refuses_data_formatted_without_accounts_and_a_running_plaintext_broker(tmp_path):

@@ -433,6 +433,10 @@ def test_kafka_topics_are_huxues_with_its_partitioning(objects, kafka, configs):
     assert str(topics[t.ticks]["spec"]["config"]["retention.ms"]) == TICK_RETENTION_MS
     for name in t.changelogs:
         assert topics[name]["spec"]["config"]["cleanup.policy"] == "compact"
+    # what every component creates them with (kafka_client.ensure_topics): the units topic compacted
+    for name, wanted in t.configs().items():
+        assert {k: str(v) for k, v in topics[name]["spec"]["config"].items() if k in wanted} == wanted, name
+    assert t.configs()[t.units]["cleanup.policy"] == "compact"
 
 
 def acls_of_manifests(objects) -> dict[str, set[tuple[str, str, str]]]:

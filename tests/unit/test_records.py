@@ -196,10 +196,18 @@ def test_commands_are_incident_and_school_commands():
 
 @pytest.mark.parametrize("name", INCIDENT_COMMANDS)
 def test_command_from_dict_all_incident_commands(name):
-    cmd = Command.from_dict({"command": name, "incident_id": "i", "by": "b"})
-    assert (cmd.command, cmd.incident_id) == (name, "i")
+    extra = {"unit": "car-1"} if name == "dispatch" else {}
+    cmd = Command.from_dict({"command": name, "incident_id": "i", "by": "b", **extra})
+    assert (cmd.command, cmd.incident_id, cmd.unit) == (name, "i", extra.get("unit", ""))
     with pytest.raises(ValueError, match="incident_id"):
-        Command.from_dict({"command": name, "school_id": "zx-01", "by": "b"})
+        Command.from_dict({"command": name, "school_id": "zx-01", "by": "b", **extra})
+
+
+def test_dispatch_needs_a_unit_and_a_unit_is_a_string():
+    with pytest.raises(ValueError, match="dispatch needs 'unit'"):
+        Command.from_dict({"command": "dispatch", "incident_id": "i", "by": "b"})
+    with pytest.raises(ValueError, match="field 'unit'"):
+        Command.from_dict({"command": "arrive", "incident_id": "i", "by": "b", "unit": 7})
 
 
 @pytest.mark.parametrize("name", SCHOOL_COMMANDS)

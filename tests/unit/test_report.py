@@ -192,8 +192,87 @@ def test_pdf_has_a_title_page_and_one_page_per_chart(recorded, tmp_path):
 def test_cli_writes_a_pdf(registry_file, tmp_path):
     args = parser().parse_args(["report", "--format", "pdf", "--out", str(tmp_path / "r.pdf")])
     assert (args.format, args.out) == ("pdf", str(tmp_path / "r.pdf"))
-    cfg = SimpleNamespace(store_url=f"sqlite:///{tmp_path / 'h.sqlite3'}", registry_path=registry_file)
+    from pipeline.config import Config, ConsoleConfig
+
+    cfg = Config(registry=str(registry_file), console=ConsoleConfig(store=f"sqlite:///{tmp_path / 'h.sqlite3'}"))
     assert report.main(cfg, since="7d", out=args.out, fmt="pdf") == 0
     assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF")
     assert report.main(cfg, since="7d", out=str(tmp_path / "r.html"), fmt="html") == 0
     assert "Zixing No.1 Middle School" in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+
+# --- mobile units (issue 13) ----------------------------------------------------------------
+
+
+def test_coverage_shares_gaps_and_the_panics_units(tmp_path):
+    """Per school the share of window minutes a unit could have arrived within 3 and 5
+    minutes, from the recorded unit reports; coverage_gap incidents counted; for each panic
+    the unit dispatched and the one that arrived, and the dispatch-to-arrival time."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from pipeline.config import Config, EscalationConfig
+    from pipeline.ops.store import Record
+    from pipeline.records import CanonicalEvent, Command
+    from pipeline.registry import Coordinates, Unit
+    from pipeline.rules import engine
+    from pipeline.rules.state import Context, SchoolState
+    from streams import _event
+
+    here = Coordinates(30.6571, 104.0817)
+    reg = registry()
+    reg = dataclasses.replace(reg, schools={**reg.schools, "s1": dataclasses.replace(reg.schools["s1"], coordinates=here)},
+                              units={"car-07": Unit("car-07", "car", ("s1",), callsign="巡逻7号")})
+    tz = ZoneInfo("Asia/Shanghai")
+    t = lambda hhmm: datetime.fromisoformat(f"2026-11-30T{hhmm}").replace(tzinfo=tz).timestamp()  # noqa: E731 (a Monday)
+    start, end = t("07:30:00"), t("07:50:00")  # 20 minutes of school hours
+
+    def ev(etype: str, at: float, n: int, **attrs) -> dict:
+        return CanonicalEvent(event_id=f"car-{n}", type=etype, ts=iso_utc(at), device_id="car-07", school_id="", kind="mobile_unit", zone="",
+                              source="native", mqtt_topic="huxue/v1/devices/car-07/events", received_at=iso_utc(at), attrs=attrs).to_dict()
+
+    # available since 07:00; 2 km north (252 s by car: within 5 min, not 3) until 07:40, then 1 km (126 s); a report every 20 s
+    values = [ev("unit.status", t("07:00:00"), 0, status="available")]
+    for i, at in enumerate(range(int(t("07:20:00")), int(end), 20)):
+        lat = here.lat + (2000 if at < t("07:40:00") else 1000) / 111_195.0
+        values.append(ev("unit.position", at, i + 1, lat=lat, lon=here.lon, speed_kmh=30, heading=0))
+    store = Store(f"sqlite:///{tmp_path / 'h.sqlite3'}")
+    store.apply([Record("unit", "huxue.units", 0, i, "car-07/x", v) for i, v in enumerate(values)])
+
+    # a real panic at s1: car-07 dispatched 10 s after the press, on scene 100 s later (arrive names no unit)
+    ctx = Context(EscalationConfig(600, 900, 1200), reg)
+    pressed = t("07:35:00")
+    out = engine.on_event(SchoolState(school_id="s1", partition=0), _event(reg.device("s1-btn-1"), "panic.pressed", pressed, 1), pressed, ctx)
+    panic = out.alerts[0].incident_id
+    alerts = list(out.alerts)
+    out = engine.on_command(out.state, Command("dispatch", by="duty", incident_id=panic, school_id="s1", unit="car-07", command_id="c-1"), pressed + 10, ctx)
+    alerts += out.alerts
+    out = engine.on_command(out.state, Command("arrive", by="duty", incident_id=panic, school_id="s1", command_id="c-2"), pressed + 110, ctx)
+    alerts += out.alerts
+    gap = dataclasses.replace(alerts[0], incident_id="inc-20261130-s1-0009-aaaaaa", identifier="inc-20261130-s1-0009-aaaaaa/opened", rule="coverage_gap", severity="Severe")
+    store.apply([Record("alert", "huxue.alerts", 0, 100 + i, a.school_id, a.to_dict()) for i, a in enumerate([*alerts, gap])])
+
+    r = report.compute(store, reg, start, end, Config())
+    cov = r["coverage"]
+    # the hand-made gap, and any the engine's own coverage_gap rule raised meanwhile (no unit view in its Context)
+    gaps = len(store.incidents(rule="coverage_gap", status="Actual"))
+    assert cov["limits"] == [180, 300] and cov["units"] == 1 and cov["gaps"] == gaps >= 1
+    s1 = cov["schools"]["s1"]
+    # 07:30-07:39 within 5 minutes only; 07:40-07:49 within 3
+    assert (s1["window_minutes"], s1["covered_minutes"], s1["within"], s1["gaps"]) == (20, {"180": 10, "300": 20}, {"180": 0.5, "300": 1.0}, gaps)
+    assert cov["schools"]["s2"]["located"] is False and cov["schools"]["s2"]["within"] == {"180": None, "300": None}
+    units = r["actual"]["panic"]["units"]
+    assert [(i["dispatched"], i["arrived_unit"], i["dispatch_to_arrive_s"]) for i in units["incidents"]] == [(["car-07"], "car-07", 100.0)]
+    assert units["dispatch_to_arrive"] == {"count": 1, "median_s": 100.0, "p90_s": 100.0} and units["arrived_by_unit"] == {"car-07": 1}
+    # a limit of its own from the escalation config
+    assert report.compute(store, reg, start, end, Config(escalation=EscalationConfig(60, 120, 240)))["coverage"]["schools"]["s1"]["within"] == {"120": 0.0, "240": 0.5}
+    # the HTML, the PDF summary and the JSON carry them
+    page = report.render_html(r, {})
+    assert "Mobile-unit coverage" in page and "50.0%" in page and "100.0%" in page and "Panic incidents: mobile units" in page
+    text = "\n".join(report.summary_lines(r))
+    assert "Mobile-unit coverage" in text and "School S1 (s1)" in text and "dispatch -> arrive: median 100.0 s" in text
+    assert loads(dumps(r))["coverage"]["schools"]["s1"]["within"]["300"] == 1.0
+
+
+def test_no_units_no_coverage_section(recorded):
+    assert recorded.report["coverage"]["schools"] == {} and "Mobile-unit coverage" not in report.render_html(recorded.report, {})

@@ -45,7 +45,7 @@ def test_every_rule_implements_the_one_interface():
 def test_memory_keys_are_derived_from_the_rules():
     assert len(set(engine.MEMORY_KEYS)) == len(engine.MEMORY_KEYS)
     parts = {f"vehicle_loitering.{n}" for n in range(16)}
-    assert set(engine.MEMORY_KEYS) == {"corroboration", "device_health", "post_staffing", "silence", "lockdown", "flood"} | parts
+    assert set(engine.MEMORY_KEYS) == {"corroboration", "device_health", "post_staffing", "coverage_gap", "silence", "lockdown", "flood"} | parts
 
 
 def test_command_rejected_keeps_its_old_import_path():

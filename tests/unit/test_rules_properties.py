@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 
 import orjson
@@ -9,15 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.records import INCIDENT_COMMANDS, parse_ts
+from pipeline.registry import Unit
 from pipeline.rules import engine
 from pipeline.rules.state import SchoolState
-from unit_helpers import ESC, SCHOOL, T0, command, make_ctx, press
+from unit_helpers import ESC, SCHOOL, T0, build_registry, command, make_ctx, press
 
 BUTTONS = ("zx01-btn-1", "zx01-btn-3", "zx01-sos-2")
 DEADLINE_AFTER = {"onsite_overdue": ESC.ack_seconds, "mobile_late": ESC.arrive_target_seconds, "mobile_overdue": ESC.arrive_limit_seconds}
 SETTLED_BY_STAGE = {"onsite_overdue": {"acknowledged", "arrived"}, "mobile_late": {"arrived"}, "mobile_overdue": {"arrived"}}
 CLOSE_STAGES = {"resolved", "false_alarm"}
-COMMAND_STAGE = {"ack": "acknowledged", "arrive": "arrived", "resolve": "resolved", "false_alarm": "false_alarm"}
+COMMAND_STAGE = {"ack": "acknowledged", "dispatch": "dispatched", "arrive": "arrived", "resolve": "resolved", "false_alarm": "false_alarm"}
+UNITS = ("car-1", "car-2")
 
 press_action = st.tuples(
     st.just("press"),
@@ -26,7 +29,7 @@ press_action = st.tuples(
     st.booleans(),  # exercise
     st.sampled_from([0, 0, 0, -5, -30, -700, 40]),  # device clock offset (s)
 )
-command_action = st.tuples(st.just("command"), st.sampled_from(INCIDENT_COMMANDS), st.integers(min_value=-1, max_value=3))
+command_action = st.tuples(st.just("command"), st.sampled_from(INCIDENT_COMMANDS), st.integers(min_value=-1, max_value=3), st.sampled_from(UNITS))
 action = st.one_of(press_action, command_action, st.tuples(st.just("tick")), st.tuples(st.just("redeliver")))
 # (seconds since the previous input, action); time never goes backwards
 steps = st.lists(st.tuples(st.sampled_from([0, 0.001, 0.5, 1, 10, 30, 59, 60, 61, 90, 120, 179, 240, 299, 301]), action), max_size=40)
@@ -35,7 +38,7 @@ steps = st.lists(st.tuples(st.sampled_from([0, 0.001, 0.5, 1, 10, 30, 59, 60, 61
 def run(script, reload_state: bool = False):
     """Feed `script` through the engine. Returns (emitted, commands) where emitted is a list
     of (now, alert) and commands a list of (now, cmd, outcome, redelivered)."""
-    ctx = make_ctx()
+    ctx = make_ctx(registry=dataclasses.replace(build_registry(), units={u: Unit(u, "car", (SCHOOL,)) for u in UNITS}))
     state = SchoolState(school_id=SCHOOL)
     emitted = []
     commands = []
@@ -57,10 +60,10 @@ def run(script, reload_state: bool = False):
                     continue
                 cmd, redelivered = last_cmd, True
             else:
-                _, name, ref = act
+                _, name, ref, unit = act
                 iid = incidents[ref % len(incidents)] if incidents and ref >= 0 else "inc-20261129-zx-01-9999-0a1b2c"
                 cmd_no += 1
-                cmd = command(name, iid, by=f"op-{cmd_no}", at=now, command_id=f"c-{cmd_no}")
+                cmd = dataclasses.replace(command(name, iid, by=f"op-{cmd_no}", at=now, command_id=f"c-{cmd_no}"), unit=unit if name == "dispatch" else "")
             out = engine.on_command(state, cmd, now, ctx)
             commands.append((now, cmd, out, redelivered))
             last_cmd = cmd
@@ -121,13 +124,13 @@ def test_ladder_invariants(script):
 
     # every command is answered: its stage, a rejection with a reason code, or (redelivery) nothing
     for now, cmd, out, redelivered in commands:
-        produced = [a for a in out.alerts if a.incident_id == cmd.incident_id and a.stage == COMMAND_STAGE[cmd.command] and a.command_id == cmd.command_id]
+        produced = [a for a in out.alerts if a.incident_id == cmd.incident_id and a.stage.split("-")[0] == COMMAND_STAGE[cmd.command] and a.command_id == cmd.command_id]
         if redelivered and not out.rejected and not produced:
             continue
         assert bool(produced) != bool(out.rejected), (cmd, out)
         for rejected_cmd, why in out.rejected:
             assert rejected_cmd is cmd
-            assert why.reason_code in {"unknown_incident", "incident_closed", "already_acknowledged", "already_arrived"}
+            assert why.reason_code in {"unknown_incident", "incident_closed", "already_acknowledged", "already_arrived", "already_dispatched"}
             assert why.reason
 
     # closed incidents leave only tombstones, with the stage of their Cancel

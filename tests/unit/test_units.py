@@ -170,7 +170,11 @@ def test_sample_registry_still_loads():
     from pipeline.config import packaged_config_path
 
     reg = load_registry(packaged_config_path().parent / "registry.yaml")
-    assert reg.units == {} and len(reg.schools) == 20
+    assert len(reg.schools) == 20 and len(reg.units) == 8
+    # every sample school is in some unit's area, and has coordinates (ETAs)
+    assert {s for u in reg.units.values() for s in u.area} == set(reg.schools)
+    assert all(s.coordinates for s in reg.schools.values())
+    assert {u.profile for u in reg.units.values()} == {"car", "motorbike", "foot"}
 
 
 # --- config ------------------------------------------------------------------------------------------

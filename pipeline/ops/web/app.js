@@ -3,7 +3,8 @@
 
 const RANK = { Extreme: 0, Severe: 1, Moderate: 2, Minor: 3 };
 const STAGE_LABEL = { ack: "on-site response due", arrive_target: "mobile unit due (3 min)", arrive: "mobile unit due (5 min)" };
-const state = { me: null, incidents: new Map(), schools: new Map(), school: null, events: null };
+const state = { me: null, incidents: new Map(), schools: new Map(), school: null, events: null,
+  units: { units: [], schools: new Map(), loadedAt: 0 }, coverageMode: false };
 const $ = (sel) => document.querySelector(sel);
 
 function esc(s) {
@@ -85,9 +86,17 @@ const STAGE_WORDS = {
   window_ended: "window ended", lifted: "lockdown lifted", ended: "flood ended",
 };
 
-function stageWords(stage) {
+const RULE_STAGE_WORDS = { coverage_gap: { opened: "no unit within reach", restored: "a unit can make it again", window_ended: "window ended" } };
+
+function stageWords(stage, rule) {
+  if (RULE_STAGE_WORDS[rule]?.[stage]) return RULE_STAGE_WORDS[rule][stage];
   const joined = /^joined-(\d+)$/.exec(stage || "");
-  return joined ? `more evidence (#${joined[1]})` : (STAGE_WORDS[stage] || stage);
+  if (joined) return `more evidence (#${joined[1]})`;
+  const sent = /^dispatched-(\d+)$/.exec(stage || "");
+  if (sent) return `unit dispatched (#${sent[1]})`;
+  const units = /^units-(\d+)$/.exec(stage || "");
+  if (units) return "nearest units changed";
+  return STAGE_WORDS[stage] || stage;
 }
 
 // A card's times are on the school's clock (its registry timezone, `inc.timezone`), not this
@@ -153,15 +162,17 @@ function permitted(a) {  // a school-wide command (lift_lockdown) only for who m
   return a !== "lift_lockdown" || (state.me?.school_commands || []).includes(a);
 }
 
-function actionButtons(inc) {
-  return (inc.actions || []).filter(permitted).map((a) => (a === "arrive" ? "<button data-arrive>Arrived</button>"
+function actionButtons(inc) {  // dispatch: one button per unit, in the units box
+  return (inc.actions || []).filter(permitted).filter((a) => a !== "dispatch").map((a) => (a === "arrive" ? "<button data-arrive>Arrived</button>"
     : `<button ${a === "ack" ? 'class="primary" ' : ""}data-command="${esc(a)}">${esc(ACTION_LABELS[a] || a)}</button>`)).join("");
 }
 
 function unitPrompt(inc) {
   const p = arriving.get(inc.incident_id);
   if (!p || !(inc.actions || []).includes("arrive")) return "";
-  return `<div class="actions unit-prompt"><input data-unit placeholder="unit on scene, e.g. Mobile unit 3" aria-label="unit on scene" value="${esc(p.unit)}">
+  const last = lastDispatched(inc);  // empty: the unit dispatched last arrived (the worker's default)
+  const hint = last ? `on scene: ${unitName(inc, last)}, as dispatched (or type another)` : "unit on scene, e.g. Mobile unit 3";
+  return `<div class="actions unit-prompt"><input data-unit placeholder="${esc(hint)}" aria-label="unit on scene" value="${esc(p.unit)}">
     <button class="primary" data-confirm-arrive>Confirm arrival</button> <button data-cancel-arrive>Cancel</button>
     <span class="error" data-unit-error>${esc(p.error)}</span></div>`;
 }
@@ -169,16 +180,89 @@ function unitPrompt(inc) {
 async function confirmArrival(id, button) {
   const p = arriving.get(id);
   p.unit = p.unit.trim();
-  if (!p.unit) { p.error = "Enter the unit on scene."; render(); return; }
+  const inc = state.incidents.get(id);
+  const last = inc ? lastDispatched(inc) : "";
+  if (!p.unit && !last) { p.error = "Enter the unit on scene."; render(); return; }
   button.disabled = true;
   try {
-    await api(`/api/incidents/${encodeURIComponent(id)}/commands`, { method: "POST", body: JSON.stringify({ command: "arrive", unit: p.unit }) });
+    // without a unit typed, the worker records the unit dispatched last
+    await api(`/api/incidents/${encodeURIComponent(id)}/commands`, { method: "POST", body: JSON.stringify(p.unit ? { command: "arrive", unit: p.unit } : { command: "arrive" }) });
     arriving.delete(id);
-    toast(`arrive (${p.unit}) sent for ${id}`);
+    toast(`arrive (${p.unit || unitName(inc, last)}) sent for ${id}`);
   } catch (err) {
     p.error = `Not sent: ${err.message}`;
   }
   render();
+}
+
+// Mobile units (issue 13): a panic's nearest available units (from its latest alert: the
+// opening, then `units-<n>` updates), by ETA, each with a Dispatch button; the units sent so
+// far; and, for who may dispatch, any other registry unit (from /api/units).
+function lastDispatched(inc) {
+  const sent = inc.dispatched || [];
+  return sent.length ? sent[sent.length - 1] : "";
+}
+
+function unitName(inc, id) {
+  const label = (inc && inc.unit_labels && inc.unit_labels[id]) || id;
+  return label === id ? id : `${label} (${id})`;
+}
+
+const PROFILE_WORDS = { car: "car", motorbike: "motorbike", foot: "on foot" };
+
+function km(m) {
+  return m >= 1000 ? `${(m / 1000).toFixed(1)} km` : `${Math.round(m)} m`;
+}
+
+function minutes(s) {
+  return `${(s / 60).toFixed(1)} min`;
+}
+
+function unitsBox(inc) {
+  const near = [...(inc.nearest_units || [])].sort((a, b) => a.eta_s - b.eta_s || a.unit_id.localeCompare(b.unit_id));
+  const sent = inc.dispatched || [];
+  const open = inc.state === "open";
+  const may = open && (inc.actions || []).includes("dispatch") && Boolean(state.me?.may_dispatch);
+  if (inc.rule !== "panic" && !near.length && !sent.length) return "";
+  const rows = near.map((u) => `<tr data-unit-row="${esc(u.unit_id)}">
+      <td class="unit-name">${esc(u.callsign || u.unit_id)}${u.callsign ? ` <span class="meta">${esc(u.unit_id)}</span>` : ""}</td>
+      <td>${esc(PROFILE_WORDS[u.profile] || u.profile)}</td><td class="distance">${esc(km(u.distance_m))}</td>
+      <td class="eta">${esc(minutes(u.eta_s))}</td><td>${u.in_area ? '<span class="badge area">in area</span>' : ""}</td>
+      <td>${sent.includes(u.unit_id) ? '<span class="sent">dispatched</span>' : may ? `<button data-dispatch="${esc(u.unit_id)}">Dispatch</button>` : ""}</td></tr>`).join("");
+  const table = near.length ? `<table class="nearest">${rows}</table>` : (open && inc.rule === "panic" ? '<div class="meta">No available unit known near the school.</div>' : "");
+  const others = may ? state.units.units.filter((u) => !sent.includes(u.unit_id) && !near.some((n) => n.unit_id === u.unit_id)) : [];
+  const pick = chosen.get(inc.incident_id) || "";
+  const other = others.length ? `<div class="actions other-unit"><select data-dispatch-other aria-label="another unit">
+      <option value="">another unit…</option>${others.map((u) => `<option value="${esc(u.unit_id)}"${u.unit_id === pick ? " selected" : ""}>${esc(u.label)}${u.label !== u.unit_id ? ` (${esc(u.unit_id)})` : ""} · ${esc(u.status)}${u.stale ? ", position stale" : ""}</option>`).join("")}
+      </select><button data-dispatch-selected>Dispatch</button></div>` : "";
+  const dispatched = sent.length ? `<div class="dispatched">Dispatched: ${sent.map((id) => `<span class="unit" data-dispatched="${esc(id)}">${esc(unitName(inc, id))}</span>`).join(", ")}</div>` : "";
+  return `<div class="units" data-units><div class="units-title">Nearest mobile units <span class="meta">by ETA</span></div>${table}${dispatched}${other}</div>`;
+}
+
+const chosen = new Map();  // incident id -> the unit picked in "another unit" (outlives re-renders)
+
+document.addEventListener("change", (e) => {
+  if (e.target.matches("select[data-dispatch-other]")) chosen.set(e.target.closest("[data-incident]").dataset.incident, e.target.value);
+});
+
+async function dispatchUnit(id, unit, button) {
+  const cardEl = button.closest("[data-incident]");
+  const note = cardEl.querySelector("[data-note]")?.value || "";
+  button.disabled = true;
+  try {
+    await api(`/api/incidents/${encodeURIComponent(id)}/commands`, { method: "POST", body: JSON.stringify({ command: "dispatch", unit, note }) });
+    drafts.delete(id);
+    chosen.delete(id);
+    toast(`dispatch ${unit} sent for ${id}`);
+  } catch (err) {
+    toast(`Not sent: ${err.message}`);
+    button.disabled = false;
+  }
+}
+
+async function loadUnits() {
+  const u = await api("/api/units");
+  state.units = { units: u.units, schools: new Map(u.schools.map((s) => [s.school_id, s])), loadedAt: Date.now(), limits: [u.arrive_target_seconds, u.arrive_limit_seconds] };
 }
 
 function card(inc) {
@@ -193,10 +277,11 @@ function card(inc) {
       <span class="school-link" data-school="${esc(inc.school_id)}">${esc(inc.school_name)}</span></div>
     <div class="headline">${esc(inc.rule === "panic" ? `PANIC — ${inc.school_name}${inc.zone ? `, ${inc.zone}` : ""}` : inc.headline)}</div>
     ${unacknowledgedPanic(inc) ? `<div class="unacked">NOT ACKNOWLEDGED</div>${loud ? ' <button class="mute" data-mute>Mute on this screen</button>' : ""}` : ""}
-    <div class="meta">${esc(inc.rule)} · <span class="stage" data-stage="${esc(inc.stage)}">${esc(stageWords(inc.stage))}</span> · opened ${esc(schoolTime(inc.opened_at, inc.timezone || "UTC"))}
-      ${inc.acked_by ? ` · acknowledged by ${esc(inc.acked_by)}` : ""}${inc.arrived_at ? ` · on scene: <span class="unit">${esc(inc.arrived_unit)}</span>${inc.arrived_by && inc.arrived_by !== inc.arrived_unit ? ` (reported by ${esc(inc.arrived_by)})` : ""}` : ""}
+    <div class="meta">${esc(inc.rule)} · <span class="stage" data-stage="${esc(inc.stage)}">${esc(stageWords(inc.stage, inc.rule))}</span> · opened ${esc(schoolTime(inc.opened_at, inc.timezone || "UTC"))}
+      ${inc.acked_by ? ` · acknowledged by ${esc(inc.acked_by)}` : ""}${inc.arrived_at ? ` · on scene: <span class="unit" data-arrived-unit="${esc(inc.arrived_unit_id || "")}">${esc(inc.arrived_unit_id ? unitName(inc, inc.arrived_unit_id) : inc.arrived_unit)}</span>${inc.arrived_by && inc.arrived_by !== inc.arrived_unit ? ` (reported by ${esc(inc.arrived_by)})` : ""}` : ""}
       ${inc.closed_by ? ` · closed by ${esc(inc.closed_by)}` : ""} · <span class="meta">${esc(inc.incident_id)}</span></div>
     ${open ? countdown(inc) : ""}
+    ${unitsBox(inc)}
     ${open ? whereWho(inc) + checklistBox(inc) : ""}
     <div class="evidence">${evidence(inc)}</div>
     ${buttons}
@@ -214,16 +299,17 @@ function timelineBox(inc) {
     <summary>Timeline <span class="meta tz">times in ${esc(zoneLabel(inc.timezone || "UTC"))}</span></summary><div class="rows">${rows || ""}</div></details>`;
 }
 
-function timelineRow(t, tz) {
-  const what = t.kind === "alert" ? stageWords(t.stage) : t.kind === "notification" ? t.headline : `${t.kind}: ${t.stage}`;
+function timelineRow(t, tz, rule) {
+  const what = t.kind === "alert" ? stageWords(t.stage, rule) : t.kind === "notification" ? t.headline : `${t.kind}: ${t.stage}`;
   const at = schoolTime(t.at, tz);
-  return `<div class="tl ${esc(t.kind)}"><span class="meta">${esc(at)}</span> ${esc(what)}${t.actor && t.kind !== "notification" ? ` · ${esc(t.actor)}` : ""}${t.note ? ` — ${esc(t.note)}` : ""}</div>`;
+  return `<div class="tl ${esc(t.kind)}"><span class="meta">${esc(at)}</span> ${esc(what)}${t.unit ? `: <span class="unit">${esc(t.unit)}</span>` : ""}${t.actor && t.kind !== "notification" ? ` · ${esc(t.actor)}` : ""}${t.note ? ` — ${esc(t.note)}` : ""}</div>`;
 }
 
 async function loadTimeline(id) {
   const { timeline } = await api(`/api/incidents/${encodeURIComponent(id)}/timeline`);
   const tz = state.incidents.get(id)?.timezone || "UTC";
-  timelines.set(id, timeline.map((t) => timelineRow(t, tz)).join("") || '<div class="meta">nothing yet</div>');
+  const rule = state.incidents.get(id)?.rule;
+  timelines.set(id, timeline.map((t) => timelineRow(t, tz, rule)).join("") || '<div class="meta">nothing yet</div>');
   render();
 }
 
@@ -354,6 +440,14 @@ document.addEventListener("click", async (e) => {
     if (arrive.matches("[data-confirm-arrive]")) await confirmArrival(id, arrive);
     return;
   }
+  const send = e.target.closest("button[data-dispatch], button[data-dispatch-selected]");
+  if (send) {
+    const id = send.closest("[data-incident]").dataset.incident;
+    const unit = send.matches("[data-dispatch]") ? send.dataset.dispatch : send.closest("[data-incident]").querySelector("select[data-dispatch-other]").value;
+    if (!unit) { toast("Choose a unit to dispatch"); return; }
+    await dispatchUnit(id, unit, send);
+    return;
+  }
   const button = e.target.closest("button[data-command]");
   if (button) {
     const cardEl = button.closest("[data-incident]");
@@ -470,26 +564,59 @@ function project(placed) {
   return (s) => [ox + (s.coordinates.lon * kx - minX) * scale, oy + (-s.coordinates.lat - minY) * scale];
 }
 
+// Mobile units on the map (issue 13): each unit with a known position is a triangle (filled:
+// available; hollow: busy, offline or stale), refreshed from /api/units every 5 s while the
+// map is open. "Coverage" colours each school by its best ETA now: a unit within the 3-minute
+// arrive target, within the 5-minute limit, none in time, or unknown (no coordinates).
+const COVERAGE_WORDS = { target: "a unit within", limit: "a unit within", none: "no available unit within", unknown: "no coordinates" };
+
+function coverageTitle(c) {
+  if (!c) return "";
+  const [target, limit] = state.units.limits || [180, 300];
+  if (c.coverage === "unknown") return " — coverage unknown (no coordinates)";
+  const best = c.best ? `, best ${c.best.label} ${minutes(c.best.eta_s)}` : "";
+  return ` — ${COVERAGE_WORDS[c.coverage]} ${minutes(c.coverage === "target" ? target : limit)}${best}`;
+}
+
+function unitMarks(at) {
+  return state.units.units.filter((u) => u.lat !== null && u.lon !== null).map((u) => {
+    const [x, y] = at({ coordinates: { lat: u.lat, lon: u.lon } });
+    const cls = `unit-dot ${u.available ? "available" : "busy"}${u.stale ? " stale" : ""}`;
+    const age = u.age_s === null ? "" : `, ${Math.round(u.age_s)} s ago`;
+    return `<g class="${cls}" data-map-unit="${esc(u.unit_id)}" data-status="${esc(u.status)}"><title>${esc(u.label)} (${esc(u.unit_id)}) — ${esc(u.status)}${u.stale ? ", position stale" : ""}${esc(age)}</title>
+      <polygon points="${x.toFixed(1)},${(y - 8).toFixed(1)} ${(x - 7).toFixed(1)},${(y + 5).toFixed(1)} ${(x + 7).toFixed(1)},${(y + 5).toFixed(1)}"></polygon>
+      <text x="${(x + 9).toFixed(1)}" y="${(y + 4).toFixed(1)}">${esc(u.label)}</text></g>`;
+  }).join("");
+}
+
 function drawMap() {
   const schools = [...state.schools.values()];
   const placed = schools.filter((s) => s.coordinates);
   const worst = new Map();  // school -> its most urgent open incident
   for (const inc of ordered([...state.incidents.values()].filter((i) => i.state === "open"))) if (!worst.has(inc.school_id)) worst.set(inc.school_id, inc);
-  const at = placed.length ? project(placed) : null;
+  const located = state.units.units.filter((u) => u.lat !== null && u.lon !== null).map((u) => ({ coordinates: { lat: u.lat, lon: u.lon } }));
+  const at = placed.length ? project([...placed, ...located]) : null;
   const selected = $("#f-school").value;
   const dots = placed.map((s) => {
     const [x, y] = at(s);
     const inc = worst.get(s.id);
     const waiting = inc && !inc.acked_at && inc.status !== "Exercise";  // only what still needs someone flashes
-    const cls = `school-dot${inc ? ` open sev-${esc(inc.severity)}` : ""}${waiting ? " flash" : ""}${s.id === selected ? " selected" : ""}`;
-    return `<g class="${cls}" data-map-school="${esc(s.id)}" data-severity="${inc ? esc(inc.severity) : ""}" tabindex="0">
-      <title>${esc(s.name)}${inc ? ` — ${esc(inc.headline)}` : ""}</title>
+    const cov = state.units.schools.get(s.id);
+    const cls = `school-dot${inc ? ` open sev-${esc(inc.severity)}` : ""}${waiting ? " flash" : ""}${s.id === selected ? " selected" : ""}${cov ? ` cov-${esc(cov.coverage)}` : ""}`;
+    return `<g class="${cls}" data-map-school="${esc(s.id)}" data-severity="${inc ? esc(inc.severity) : ""}" data-coverage="${cov ? esc(cov.coverage) : ""}" tabindex="0">
+      <title>${esc(s.name)}${inc ? ` — ${esc(inc.headline)}` : ""}${esc(coverageTitle(cov))}</title>
       <circle cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="${inc ? 11 : 7}"></circle>
       <text x="${(x + 14).toFixed(1)}" y="${(y + 4).toFixed(1)}">${esc(s.name)}</text></g>`;
   }).join("");
   const unplaced = schools.filter((s) => !s.coordinates);
-  $("#map").innerHTML = `<svg class="city" viewBox="0 0 ${MAP.width} ${MAP.height}" role="img" aria-label="map of the schools">
-      <rect class="land" width="${MAP.width}" height="${MAP.height}"></rect>${dots}</svg>
+  const units = at ? unitMarks(at) : "";
+  const hasUnits = state.units.units.length > 0;
+  const [target, limit] = state.units.limits || [180, 300];
+  const legend = state.coverageMode ? `<span class="legend"><span class="key cov-target"></span> within ${minutes(target)} <span class="key cov-limit"></span> within ${minutes(limit)}
+      <span class="key cov-none"></span> none in time <span class="key cov-unknown"></span> unknown</span>` : "";
+  const tools = hasUnits ? `<div class="map-tools"><button id="coverage-toggle" type="button" aria-pressed="${state.coverageMode}">Coverage</button>${legend}</div>` : "";
+  $("#map").innerHTML = `${tools}<svg class="city${state.coverageMode ? " coverage" : ""}" viewBox="0 0 ${MAP.width} ${MAP.height}" role="img" aria-label="map of the schools">
+      <rect class="land" width="${MAP.width}" height="${MAP.height}"></rect>${dots}${units}</svg>
     ${placed.length ? "" : '<p class="meta">No school has coordinates.</p>'}
     ${unplaced.length ? `<p class="meta not-placed">Not placed: ${unplaced.map((s) => esc(s.name)).join(", ")}</p>` : ""}`;
 }
@@ -498,11 +625,19 @@ function toggleMap() {
   const map = $("#map");
   map.hidden = !map.hidden;
   $("#map-toggle").setAttribute("aria-pressed", String(!map.hidden));
-  if (!map.hidden) drawMap();
+  if (!map.hidden) { drawMap(); refreshUnits(); }
 }
+
+async function refreshUnits() {
+  try { await loadUnits(); } catch (err) { return; }
+  if (!$("#map").hidden) drawMap();
+}
+
+setInterval(() => { if (state.me && (!$("#map").hidden || Date.now() - state.units.loadedAt > 30000)) refreshUnits(); }, 5000);
 
 document.addEventListener("click", (e) => {
   if (e.target.id === "map-toggle") { toggleMap(); return; }
+  if (e.target.id === "coverage-toggle") { state.coverageMode = !state.coverageMode; drawMap(); return; }
   const dot = e.target.closest && e.target.closest("[data-map-school]");
   if (!dot) return;
   const sel = $("#f-school");
@@ -585,6 +720,7 @@ async function start() {
   state.schools = new Map(schools.map((s) => [s.id, s]));
   const sel = $("#f-school");
   for (const s of schools) if (![...sel.options].some((o) => o.value === s.id)) sel.add(new Option(`${s.name} (${s.id})`, s.id));
+  await loadUnits().catch(() => {});  // the "another unit" choices and the map's units
   await loadIncidents();
   if (!state.events) follow();
 }
