@@ -247,6 +247,9 @@ class Simulator:
         return device, topic, payload
 
 
+STATUS_EVERY = 6  # a unit repeats its status with every 6th position report
+
+
 def schedule(sim: Simulator, rate: float, heartbeat_seconds: float, unit_seconds: float = 0) -> Iterator[tuple[float, Callable[[], tuple[str, bytes] | None]]]:
     """(offset seconds, make message) for background traffic, in time order, forever.
 
@@ -277,6 +280,10 @@ def schedule(sim: Simulator, rate: float, heartbeat_seconds: float, unit_seconds
         elif kind == "un":
             unit = patrolling[i % len(patrolling)]
             yield at, (lambda u=unit, t=at: sim.unit_position(u, t))
+            if (i // len(patrolling)) % STATUS_EVERY == STATUS_EVERY - 1:
+                # and its status now and then, as a terminal does: one report lost (a bridge
+                # not yet subscribed at the very first start) does not leave it unknown
+                yield at, (lambda u=unit: sim.unit_status_report(u))
             heapq.heappush(streams, (at + unit_seconds / len(patrolling), i + 1, kind))
         else:
             yield at, sim.background

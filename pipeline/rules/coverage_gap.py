@@ -8,13 +8,15 @@ command centre and the mobile units; it closes by itself, `restored` when a unit
 it again, `window_ended` when coverage is no longer needed.
 
 The same look, for each open panic incident of the school not yet on scene, refreshes its
-nearest units: when the ids or their order changed, an Update `units-<n>` carries the new
-list (the console's card follows it; the opened alert had the first).
+nearest units: when another unit is nearest now or the list holds other units, an Update
+`units-<n>` carries the new list (the console's card follows it; the opened alert had the first).
 
 Timer-driven, every `check_seconds`, and only while the registry lists any unit: a
 deployment without units pays nothing. The units are the worker's read-only view of the
 units topic (Context.units), not school state, so a replay may see other positions; what
 was decided (incident, memory) is in the school's state and is not decided again.
+Until the worker's view has read the units topic up to its end at start, no coverage is
+decided (a worker just started would otherwise see no unit anywhere).
 Memory: {"uncovered_since": t | None, "due": t}.
 """
 
@@ -72,7 +74,9 @@ def _gap(state: SchoolState, cov: units.Coverage, now: float, ctx: Context) -> t
 def _refresh(state: SchoolState, inc: Incident, now: float, ctx: Context) -> tuple[SchoolState, list[Alert]]:
     """The panic's nearest units now; an Update `units-<n>` when they changed."""
     fresh = panic.nearest(state.school_id, now, ctx)
-    if [u["unit_id"] for u in fresh] == [u["unit_id"] for u in inc.units]:
+    ids, before = [u["unit_id"] for u in fresh], [u["unit_id"] for u in inc.units]
+    # a new nearest unit, or others in the list: not every swap of two patrolling units
+    if ids[:1] == before[:1] and set(ids) == set(before):
         return state, []
     inc = replace(inc, units=fresh)
     n = 1 + sum(1 for s in inc.stages if s.startswith("units-"))
@@ -97,7 +101,7 @@ class CoverageGap(Rule):
             if inc.rule == PANIC and inc.is_open and inc.arrived_at is None and not inc.dispatched:
                 state, out = _refresh(state, inc, now, ctx)
                 alerts += out
-        if school is not None:
+        if school is not None and ctx.units_ready():
             cov = units.coverage(school, ctx.units(), now, ctx.units_config, ctx.escalation.arrive_limit_seconds)
             since = mem.get("uncovered_since")
             since = (since if since is not None else now) if cov.gap else None

@@ -48,6 +48,9 @@ class Context:
     # The mobile units as last reported (issue 13): in the worker a read-only view of the
     # compacted units topic (worker/units_view.py), not school state; rules only read it.
     units: Callable[[], Sequence[UnitState]] = field(default=_no_units, compare=False, repr=False)
+    # False until that view has read the topic up to where it ended at start: no coverage
+    # decision is made on a view that has not seen the units yet.
+    units_ready: Callable[[], bool] = field(default=lambda: True, compare=False, repr=False)
     _effective: dict = field(default_factory=dict, compare=False, repr=False)
 
     def rule(self, name: str, school_id: str) -> Any:

@@ -109,7 +109,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
     faust_fixes.prioritise({topics.urgent, topics.commands, topics.ticks})  # fetched alarms go first
     n = cfg.kafka.partitions
     shutdown = shutdown or Shutdown(cfg.stack.stop_timeout_seconds)
-    ctx = Context(cfg.escalation, registry, cfg.bridge.max_clock_skew_seconds, cfg.rules, cfg.units, **({"units": units.units} if units else {}))
+    ctx = Context(cfg.escalation, registry, cfg.bridge.max_clock_skew_seconds, cfg.rules, cfg.units, **({"units": units.units, "units_ready": units.caught_up.is_set} if units else {}))
     schools_by_partition: dict[int, list[str]] = {}
     for school_id in registry.schools:
         schools_by_partition.setdefault(kafka_client.partition_for(school_id, n), []).append(school_id)

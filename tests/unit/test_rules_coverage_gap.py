@@ -140,6 +140,19 @@ def test_no_coverage_gap_outside_windows_and_the_window_end_closes_one():
     assert [a.stage for a in d.of_rule("coverage_gap")] == ["opened", "window_ended"]
 
 
+def test_no_coverage_is_decided_before_the_units_view_has_read_the_topic():
+    d = driver(Fleet(), (window(0, 600),), "coverage_gap")
+    ready = {"yes": False}
+    d.ctx = dataclasses.replace(d.ctx, units_ready=lambda: ready["yes"])
+    for t in range(0, 120, 15):
+        d.tick(T0 + t)
+    assert d.of_rule("coverage_gap") == []  # no unit seen, but the view is not there yet
+    ready["yes"] = True
+    for t in range(120, 240, 15):
+        d.tick(T0 + t)
+    assert [a.stage for a in d.of_rule("coverage_gap")] == ["opened"]
+
+
 def test_a_registry_without_units_costs_one_look_an_hour():
     d = driver(Fleet(), (window(0, 600),), "coverage_gap")
     d.ctx = dataclasses.replace(d.ctx, registry=dataclasses.replace(d.ctx.registry, units={}))
