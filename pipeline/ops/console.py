@@ -119,13 +119,6 @@ class NoUnits:
         return ()
 
 
-def _did_you_mean(name: str, known) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, sorted(known), n=3)
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
-
-
 def coverage_class(eta_s: float | None, located: bool, target_s: float, limit_s: float) -> str:
     """A school's coverage now, as the map colours it: `target` (a unit within the 3-minute
     arrive target), `limit` (within the 5-minute limit), `none` (no available unit in time),
@@ -418,9 +411,8 @@ class Console:
         if name == "dispatch":
             if not unit:
                 return _error(400, "unit_required", 'dispatch needs a mobile unit of the registry, e.g. {"command": "dispatch", "unit": "car-07"}')
-            if self.registry.unit(unit) is None:
-                hint = _did_you_mean(unit, self.registry.units) or (" (the registry lists no units)" if not self.registry.units else "")
-                return _error(400, "unknown_unit", f"no mobile unit {unit!r} in the registry{hint}")
+            if (wrong := check_target(Command(command=name, by="-", unit=unit), inc["school_id"], self.registry)) is not None:
+                return _error(400, wrong.reason_code, wrong.reason)  # unknown_unit, with a did-you-mean
             if inc.get("arrived_at"):
                 return _error(409, "already_arrived", f"{inc['incident_id']}: a unit is on scene already")
             if unit in (inc.get("dispatched") or []):
