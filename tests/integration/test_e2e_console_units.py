@@ -85,7 +85,7 @@ def test_nearest_units_dispatch_arrive_and_the_units_map(stack, workdir, browser
         console.start()
         console.wait_log("recording", 30)
         sign_in(browser, f"http://127.0.0.1:{port}/", "duty-li", "pw-duty")
-        time.sleep(2)  # the worker's units view has read the topic (a few records) by now
+        p.worker.wait_log("units view caught up", 30)  # it read the units produced before it started
 
         p.press("t01-btn-1")
         opened = p.wait_stage("t01", "opened", 30, rule="panic")
