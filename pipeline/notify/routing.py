@@ -33,6 +33,8 @@ STAGE_ROLES = {
     "mobile_overdue": ("command",),
     "acknowledged": ("command", "mobile"),  # someone is on it: the others may stand down
     "arrived": ("command", "onsite"),
+    "dispatched": ("command", "mobile"),  # dispatched-<n>: which unit goes (the units learn it)
+    "units": ("command",),  # units-<n>: the nearest units changed, for the duty room only
     "resolved": ALL_ROLES,
     "false_alarm": ALL_ROLES,
 }
@@ -41,7 +43,7 @@ STAGE_ROLES = {
 def roles_of(alert: dict[str, Any]) -> tuple[str, ...]:
     """The roles the alert's stage concerns, among those its `notify` list names."""
     stage = str(alert.get("stage", ""))
-    wanted = STAGE_ROLES.get(stage, ALL_ROLES)
+    wanted = STAGE_ROLES.get(stage) or STAGE_ROLES.get(stage.split("-")[0], ALL_ROLES)  # numbered stages by their name
     named = alert.get("notify") or ()
     return tuple(r for r in wanted if r in named)
 

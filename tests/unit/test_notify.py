@@ -391,6 +391,9 @@ def test_each_stage_pages_the_people_of_its_roles_besides_the_routes(tmp_path):
     assert paged("opened") == {"zx01-guards", "patrol-3", "duty-room"}
     assert paged("onsite_overdue") == {"patrol-3", "duty-room"}
     assert paged("mobile_overdue") == {"duty-room"}
+    assert paged("dispatched-2") == {"patrol-3", "duty-room"}  # the units learn which one goes
+    assert paged("units-3") == {"duty-room"}  # the nearest units changed: not the guards
+    assert paged("joined-2") == {"zx01-guards", "patrol-3", "duty-room"}
     assert paged("opened", school="bh-02") == {"duty-room"}  # no people of its own
     assert paged("opened", rule="perimeter", notify=["onsite", "command"]) == {"ops", "zx01-guards", "duty-room"}
     assert paged("opened", rule="device_health", notify=["command"]) == {"duty-room"}
