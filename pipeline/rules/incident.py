@@ -79,6 +79,9 @@ class Incident:
     units: tuple[dict[str, Any], ...] = ()
     dispatched: tuple[str, ...] = ()
     arrived_unit: str = ""
+    # When the latest alert was sent (a stage fired by a deadline is sent as of its due):
+    # a command is applied no earlier, so the incident's alerts stay in time order.
+    last_sent: float = 0.0
 
     @property
     def is_open(self) -> bool:
@@ -141,7 +144,7 @@ class Incident:
         omitted = self.evidence_total - len(alert.evidence)
         if omitted > 0:
             alert = replace(alert, evidence_omitted=omitted)
-        return replace(self, messages=self.messages + 1, stages=self.stages + (stage,)), alert
+        return replace(self, messages=self.messages + 1, stages=self.stages + (stage,), last_sent=max(self.last_sent, now)), alert
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -81,6 +81,10 @@ def apply_command(inc: Incident, cmd: Command, now: float, esc: EscalationConfig
     """Move the incident by an operator command, or say why not."""
     if not inc.is_open:
         return CommandRejected("incident_closed", f"{inc.incident_id} is already closed ({inc.closed_stage})")
+    # A command created before a stage it could have settled, but read after that stage
+    # fired (its producer's clock, batching, a broker restart), takes effect when it was
+    # read: "arrived" must not be dated before the "mobile_late" that went out without it.
+    now = max(now, inc.last_sent)
     common = {"by": cmd.by, "command_id": cmd.command_id, "note": cmd.note, "deadlines": deadlines_view(inc, esc)}
     if cmd.command == "ack":
         if inc.acked_at is not None:

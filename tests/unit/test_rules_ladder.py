@@ -163,6 +163,20 @@ def test_command_after_a_deadline_gets_that_stage_first():
     assert [a.stage for a in out.alerts] == ["mobile_late", "mobile_overdue", "arrived"]
 
 
+def test_command_read_after_a_stage_it_could_have_settled_is_dated_after_that_stage():
+    # The chaos run's case: an arrive created 67 ms before mobile_late was due reached the
+    # worker after the tick had sent mobile_late. It still counts, dated after the stage.
+    d, iid = opened()
+    d.command(T0 + 30, "ack", iid)
+    [late] = d.tick(T0 + 200)
+    assert late.stage == "mobile_late"
+    [a] = d.command(T0 + 179.9, "arrive", iid, by="mobile-7").alerts
+    assert a.stage == "arrived" and a.sent == late.sent == iso_utc(T0 + 180)
+    assert d.state.incidents[iid].arrived_at == T0 + 180
+    assert d.tick(T0 + 10_000) == []  # mobile_overdue settled all the same
+    assert d.stages(iid) == ["opened", "acknowledged", "mobile_late", "arrived"]
+
+
 def test_command_on_another_incident_still_fires_due_deadlines():
     d, iid = opened()
     out = d.command(T0 + 61, "ack", IID)
