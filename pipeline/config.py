@@ -113,6 +113,16 @@ class UnitSpeeds:
 
 
 @dataclass(frozen=True)
+class UnitTurnout:
+    """Seconds from the dispatch to a unit of each profile moving (getting in, starting up),
+    added to every ETA; 0 until the bureau has measured its own."""
+
+    car: float = 0
+    motorbike: float = 0
+    foot: float = 0
+
+
+@dataclass(frozen=True)
 class UnitsConfig:
     """Mobile units (issue 13): ETAs to schools, nearest units on a panic, coverage gaps.
 
@@ -130,9 +140,16 @@ class UnitsConfig:
     # false: any available unit (its area only breaks ties and is flagged).
     area_only: bool = False
     road_table_radius_m: float = 300  # a unit this close to a road_table place uses its metres
+    turnout_seconds: UnitTurnout = field(default_factory=UnitTurnout)
+    # A position reported with an accuracy worse than this (metres) is no fix: the unit counts
+    # as unlocated, like a receiver's (0, 0) "no fix" (GPS dongles send it before the first fix).
+    max_accuracy_m: float = 500
 
     def speed_kmh(self, profile: str) -> float:
         return float(getattr(self.speeds_kmh, profile))
+
+    def turnout(self, profile: str) -> float:
+        return float(getattr(self.turnout_seconds, profile))
 
 
 @dataclass(frozen=True)
@@ -784,6 +801,11 @@ def _validate_units(u: UnitsConfig, where: Path) -> None:
     for profile, kmh in dataclasses.asdict(u.speeds_kmh).items():
         if not 0 < kmh <= 200:
             raise ConfigError(f"{where}: units.speeds_kmh.{profile} must be in (0, 200] km/h, got {kmh:g}")
+    for profile, seconds in dataclasses.asdict(u.turnout_seconds).items():
+        if not 0 <= seconds <= 600:
+            raise ConfigError(f"{where}: units.turnout_seconds.{profile} must be in [0, 600] s, got {seconds:g}")
+    if u.max_accuracy_m <= 0:
+        raise ConfigError(f"{where}: units.max_accuracy_m must be > 0 metres, got {u.max_accuracy_m:g}")
     if u.stale_after_seconds <= 0:
         raise ConfigError(f"{where}: units.stale_after_seconds must be > 0, got {u.stale_after_seconds:g}")
     if u.max_nearest < 1:

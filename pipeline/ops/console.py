@@ -183,7 +183,9 @@ class Console:
             rows.append({
                 "unit_id": unit.id, "profile": unit.profile, "callsign": unit.callsign, "name": unit.name, "label": self.unit_label(unit.id),
                 "area": list(unit.area), "reported": s is not None,
-                "lat": s.lat if s else None, "lon": s.lon if s else None, "accuracy_m": s.accuracy_m if s else None,
+                # (0, 0) is a receiver's "no fix": drawn nowhere, not in the Gulf of Guinea
+                "lat": s.lat if s and s.located else None, "lon": s.lon if s and s.located else None, "accuracy_m": s.accuracy_m if s else None,
+                "fix": None if not (s and s.position_at is not None) else "ok" if s.has_fix(ucfg) else "poor" if s.located else "none",
                 "speed_kmh": s.speed_kmh if s else None, "heading": s.heading if s else None,
                 "position_at": iso_utc(s.position_at) if s and s.position_at is not None else None,
                 "age_s": round(age, 1) if age is not None else None,

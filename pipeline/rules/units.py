@@ -6,7 +6,8 @@ accuracy_m) and `unit.status` (available, dispatched, on_scene, off_duty) on the
 topic; `apply_event` folds those canonical events into one `UnitState` per unit. Nothing
 here touches Faust or Kafka, and nothing reads a clock: times are epoch seconds passed in.
 
-ETA. road metres / the profile's speed (config `units.speeds_kmh`). Road metres are the
+ETA. the profile's turnout (config `units.turnout_seconds`, default 0) + road metres / the
+profile's speed (config `units.speeds_kmh`). Road metres are the
 great-circle (haversine) metres x a road factor (the school's `road_factor` in the registry,
 else `units.road_factor`), unless the unit is within `units.road_table_radius_m` of one of
 the school's `road_table` places: then that place's road metres plus the road-factored
@@ -14,7 +15,9 @@ distance from the unit to the place (the shortest such, if several).
 
 Which units count. A unit counts (nearest units, coverage) when its last `unit.status` is
 `available`, its status channel is not `offline`, and its last position is at most
-`units.stale_after_seconds` old; a unit that never reported either does not count. By
+`units.stale_after_seconds` old and is a fix: not (0, 0), which receivers send when they
+have none, and not less accurate than `units.max_accuracy_m`; a unit that never reported
+either does not count. By
 default any such unit counts for any school, its area only breaks ETA ties and is flagged
 (`in_area`): in a panic the closest free unit is what matters, and a unit of the next
 district two minutes away beats the school's own unit eight minutes away; a unit that is
@@ -73,7 +76,8 @@ def road_metres(lat: float, lon: float, school: School, cfg: UnitsConfig) -> flo
 
 
 def travel_seconds(metres: float, profile: str, cfg: UnitsConfig) -> float:
-    return metres / (cfg.speed_kmh(profile) / 3.6)
+    """ETA over `metres` of road: the profile's turnout, then its average speed."""
+    return cfg.turnout(profile) + metres / (cfg.speed_kmh(profile) / 3.6)
 
 
 # --- one unit's state -----------------------------------------------------------------------------
@@ -109,9 +113,18 @@ class UnitState:
             return None
         return max(0.0, now - self.position_at)
 
+    @property
+    def located(self) -> bool:
+        """A position was reported and it is not (0, 0), a GPS receiver's "no fix"."""
+        return self.lat is not None and self.lon is not None and (self.lat, self.lon) != (0.0, 0.0)
+
+    def has_fix(self, cfg: UnitsConfig) -> bool:
+        """Located, and no less accurate than units.max_accuracy_m."""
+        return self.located and (self.accuracy_m is None or self.accuracy_m <= cfg.max_accuracy_m)
+
     def fresh(self, now: float, cfg: UnitsConfig) -> bool:
         age = self.position_age(now)
-        return age is not None and age <= cfg.stale_after_seconds and self.lat is not None and self.lon is not None
+        return age is not None and age <= cfg.stale_after_seconds and self.has_fix(cfg)
 
     def available(self, now: float, cfg: UnitsConfig) -> bool:
         """Free to send, and where it is is known."""
@@ -199,8 +212,9 @@ class NearestUnit:
 
 def eta_seconds(unit: UnitState, school: School, cfg: UnitsConfig) -> float | None:
     """Seconds for the unit to reach the school from its last position; None when either
-    has no coordinates. Says nothing about freshness or status (see nearest_units)."""
-    if unit.lat is None or unit.lon is None:
+    has no coordinates (or the unit reported "no fix"). Says nothing about freshness, accuracy
+    or status (see nearest_units)."""
+    if not unit.located:
         return None
     metres = road_metres(unit.lat, unit.lon, school, cfg)
     return None if metres is None else travel_seconds(metres, unit.profile, cfg)

@@ -204,6 +204,10 @@ def test_units_config_from_yaml(tmp_path):
         ("units: {speeds_kmh: {car: 0}}", r"units.speeds_kmh.car must be in \(0, 200\]"),
         ("units: {speeds_kmh: {bicycle: 15}}", r"units.speeds_kmh: unknown key\(s\) bicycle; known: car, foot, motorbike"),
         ("units: {stale_after_seconds: 0}", "units.stale_after_seconds must be > 0"),
+        ("units: {turnout_seconds: {car: -1}}", "units.turnout_seconds.car: must not be negative"),
+        ("units: {turnout_seconds: {foot: 900}}", r"units.turnout_seconds.foot must be in \[0, 600\] s, got 900"),
+        ("units: {turnout_seconds: {car: 30s}}", "expected a number"),
+        ("units: {max_accuracy_m: 0}", "units.max_accuracy_m must be > 0 metres"),
         ("units: {max_nearest: 0}", "units.max_nearest must be >= 1"),
         ("units: {max_nearest: 2.5}", "expected an integer"),
         ("units: {area_only: 1}", "expected true or false"),
@@ -319,6 +323,17 @@ def test_eta_is_road_factored_distance_over_profile_speed():
     assert U.eta_seconds(dataclasses.replace(unit(), lat=None, lon=None), s, CFG) is None
 
 
+def test_turnout_is_added_to_every_eta_of_its_profile(tmp_path):
+    u = load_config(write(tmp_path, "units:\n  turnout_seconds: {car: 30, motorbike: 15}\n", "huxue.yaml"), env={}).units
+    assert (u.turnout("car"), u.turnout("motorbike"), u.turnout("foot")) == (30.0, 15.0, 0.0)
+    assert U.eta_seconds(unit(metres=1000), school(), u) == pytest.approx(30 + 1400 / (40 / 3.6))
+    assert U.eta_seconds(unit(metres=100, profile="foot"), school(), u) == pytest.approx(140 / (5 / 3.6))
+    # the car 30 s away by road now loses to the motorbike 40 s away
+    near, far = unit("car-1", metres=30 * 40 / 3.6 / 1.4), unit("moto-1", metres=40 * 35 / 3.6 / 1.4, profile="motorbike")
+    assert [n.unit_id for n in U.nearest_units(school(), [near, far], MON_1000, CFG)] == ["car-1", "moto-1"]
+    assert [n.unit_id for n in U.nearest_units(school(), [near, far], MON_1000, u)] == ["moto-1", "car-1"]
+
+
 def test_road_table_is_used_near_its_places_only():
     station_lat, station_lon = north(2000)
     s = school(road_table=(RoadPlace("station", station_lat, station_lon, 4000.0),))  # a river: 4 km by road
@@ -376,6 +391,20 @@ def test_position_goes_stale_and_offline_units_do_not_count():
     assert not off.online and not off.available(MON_1000 + 2, CFG)
     on = fold([ev("device.online", "status-online-2", MON_1000 + 3)], off)
     assert on.available(MON_1000 + 4, CFG)
+
+
+def test_no_fix_and_coarse_fixes_do_not_count():
+    # GPS receivers send (0, 0) before their first fix; a cell-tower fallback is kilometres off
+    s = fold([status("s1", MON_1000), pos("p1", MON_1000, accuracy_m=12)])
+    assert s.available(MON_1000 + 1, CFG)
+    zero = fold([ev("unit.position", "p2", MON_1000 + 5, {"lat": 0, "lon": 0, "speed_kmh": 0, "heading": 0})], s)
+    assert (zero.lat, zero.lon, zero.position_at) == (0.0, 0.0, MON_1000 + 5)  # the report is kept: the older fix is gone
+    assert not zero.located and not zero.fresh(MON_1000 + 6, CFG) and not zero.available(MON_1000 + 6, CFG)
+    assert U.eta_seconds(zero, school(), CFG) is None and U.nearest_units(school(), [zero], MON_1000 + 6, CFG) == []
+    coarse = fold([pos("p3", MON_1000 + 10, accuracy_m=2500)], zero)
+    assert coarse.located and not coarse.has_fix(CFG) and not coarse.available(MON_1000 + 11, CFG)
+    assert coarse.available(MON_1000 + 11, dataclasses.replace(CFG, max_accuracy_m=5000))
+    assert fold([pos("p4", MON_1000 + 15, accuracy_m=500)], coarse).available(MON_1000 + 16, CFG)  # the limit itself counts
 
 
 def test_unknown_status_is_not_available():
