@@ -66,8 +66,9 @@ def cmd_stack(args) -> int:
             from pipeline import kafka_client
 
             try:
-                kafka_client.ensure_topics(cfg, "admin", cfg.topics.contract(), cfg.kafka.partitions, cfg.kafka.replication_factor)
-                print(f"topics     ok       {', '.join(cfg.topics.contract())} ({cfg.kafka.partitions} partitions)")
+                # every topic `stack up` creates (the units topic compacted: a warning if not)
+                kafka_client.ensure_topics(cfg, "admin", cfg.topics.deployment(), cfg.kafka.partitions, cfg.kafka.replication_factor)
+                print(f"topics     ok       {', '.join(cfg.topics.deployment())} ({cfg.kafka.partitions} partitions)")
             except Exception as exc:  # noqa: BLE001 - status reports, never fails on a probe
                 print(f"topics     problem  {exc}")
         if cfg.stack.kafka_brokers > 1 and any(r["state"] == "ready" for r in brokers if r["service"] != "mosquitto"):

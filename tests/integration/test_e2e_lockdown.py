@@ -185,6 +185,8 @@ def test_stack_status_says_how_the_brokers_are_locked(locked):
     result = cli(cfg_path, "stack", "status")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "security   mqtt: TLS, accounts and ACL from the registry; kafka: SASL_PLAINTEXT (SCRAM-SHA-512, ACLs)" in result.stdout
+    topics = next(line for line in result.stdout.splitlines() if line.startswith("topics"))
+    assert topics.startswith("topics     ok") and "units" in topics and "notifications" in topics, topics  # every topic stack up creates
 
 
 def test_credentials_cli_errors_are_one_line(locked):
