@@ -182,7 +182,7 @@ class Console:
             age = s.position_age(now) if s else None
             rows.append({
                 "unit_id": unit.id, "profile": unit.profile, "callsign": unit.callsign, "name": unit.name, "label": self.unit_label(unit.id),
-                "area": list(unit.area), "reported": s is not None,
+                "area": list(unit.area), "reported": bool(s and (s.position_at, s.status_at, s.online_at) != (None, None, None)),  # held by an incident only: not reported
                 # (0, 0) is a receiver's "no fix": drawn nowhere, not in the Gulf of Guinea
                 "lat": s.lat if s and s.located else None, "lon": s.lon if s and s.located else None, "accuracy_m": s.accuracy_m if s else None,
                 "fix": None if not (s and s.position_at is not None) else "ok" if s.has_fix(ucfg) else "poor" if s.located else "none",
@@ -191,6 +191,7 @@ class Console:
                 "age_s": round(age, 1) if age is not None else None,
                 "status": (s.status if s else "") or "unknown", "status_at": iso_utc(s.status_at) if s and s.status_at is not None else None,
                 "online": s.online if s else None,
+                "assigned_to": list(s.assigned_to) if s else [],  # open incidents it was sent to: busy
                 "stale": not (s and s.fresh(now, ucfg)), "available": bool(s and s.available(now, ucfg)),
             })
         schools = []

@@ -25,6 +25,15 @@ available is by definition not busy with its own area. With `units.area_only: tr
 units whose area lists the school count (strict districting: then a school whose area units
 are all busy is a gap even with a free unit next door).
 
+Busy with an incident. A unit dispatched to an incident is busy until that incident closes,
+whatever its terminal says: the command centre committed it (a terminal may repeat
+"available" for minutes after the crew set off). The worker of the incident's school writes
+an `Assignment` to the units topic at the dispatch (and at the arrival), and a tombstone for
+each of the incident's units when it closes (`assignment_changes`); key
+`<unit>/assignment/<incident>`, one per unit and incident, so closing one incident never frees
+a unit that another still holds. A busy unit is not available: not listed with another panic,
+not coverage.
+
 Order. `apply_event` keeps, for the position, the status and the online flag, the report
 with the latest (time, event_id): reports applied in any order, or applied twice, give the
 same state (a replay of the topic, a redelivery, MQTT reordering).
@@ -34,12 +43,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline.config import UnitsConfig
-from pipeline.records import UNIT_KIND, CanonicalEvent
+from pipeline.records import UNIT_KIND, Alert, CanonicalEvent, iso_utc, parse_ts
 from pipeline.registry import School, Unit
 from pipeline.rules import calendar
 
@@ -106,6 +115,7 @@ class UnitState:
     online: bool = True
     online_at: float | None = None
     online_event: str = ""
+    assigned_to: tuple[str, ...] = ()  # open incidents it was dispatched to (or arrived at)
 
     def position_age(self, now: float) -> float | None:
         """Seconds since the last position (0 for a report timed after `now`); None: none yet."""
@@ -128,11 +138,12 @@ class UnitState:
 
     def available(self, now: float, cfg: UnitsConfig) -> bool:
         """Free to send, and where it is is known."""
-        return self.online and self.status == "available" and self.fresh(now, cfg)
+        return self.online and self.status == "available" and not self.assigned_to and self.fresh(now, cfg)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["area"] = list(self.area)
+        d["assigned_to"] = list(self.assigned_to)
         return d
 
     @classmethod
@@ -140,6 +151,7 @@ class UnitState:
         names = {f.name for f in dataclasses.fields(cls)}
         fields = {k: v for k, v in d.items() if k in names}
         fields["area"] = tuple(fields.get("area") or ())
+        fields["assigned_to"] = tuple(fields.get("assigned_to") or ())
         return cls(**fields)
 
 
@@ -180,6 +192,70 @@ def apply_event(state: UnitState | None, event: CanonicalEvent, unit: Unit, at: 
 
 def is_unit_event(event: CanonicalEvent) -> bool:
     return event.kind == UNIT_KIND
+
+
+# --- busy with an incident --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A unit committed to an open incident (dispatched to it, or arrived there)."""
+
+    unit_id: str
+    incident_id: str
+    school_id: str
+    stage: str  # dispatched | arrived
+    at: float
+
+    @property
+    def key(self) -> str:
+        return assignment_key(self.unit_id, self.incident_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"assignment": {"unit_id": self.unit_id, "incident_id": self.incident_id, "school_id": self.school_id, "stage": self.stage, "at": iso_utc(self.at)}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Assignment:
+        a = d["assignment"]
+        return cls(str(a["unit_id"]), str(a["incident_id"]), str(a["school_id"]), str(a["stage"]), parse_ts(a["at"]))
+
+
+ASSIGNMENT_ASPECT = "assignment"
+
+
+def assignment_key(unit_id: str, incident_id: str) -> str:
+    return f"{unit_id}/{ASSIGNMENT_ASPECT}/{incident_id}"
+
+
+def assignment_of_key(key: str) -> tuple[str, str] | None:
+    """(unit, incident) of an assignment key; None for a unit's own report keys."""
+    unit, sep, rest = key.partition(f"/{ASSIGNMENT_ASPECT}/")
+    return (unit, rest) if sep and unit and rest else None
+
+
+def assignment_changes(alerts: Sequence[Alert], arrived_unit: Callable[[str], str]) -> list[tuple[str, Assignment | None]]:
+    """What one input's alerts change in which units are busy, in order: (key, assignment)
+    to record, (key, None) to release. `arrived_unit(incident_id)`: the unit recorded as
+    arrived (it may never have been dispatched), "" if none."""
+    out: list[tuple[str, Assignment | None]] = []
+    for a in alerts:
+        if a.unit and (a.stage.startswith("dispatched-") or a.stage == "arrived"):
+            stage = "arrived" if a.stage == "arrived" else "dispatched"
+            assignment = Assignment(a.unit, a.incident_id, a.school_id, stage, parse_ts(a.sent))
+            out.append((assignment.key, assignment))
+        elif a.msgType == "Cancel":
+            held = [*(a.dispatched or ()), arrived_unit(a.incident_id)]
+            out += [(assignment_key(u, a.incident_id), None) for u in dict.fromkeys(held) if u]
+    return out
+
+
+def with_assignments(units: Iterable[UnitState], held: dict[str, dict[str, Assignment]]) -> tuple[UnitState, ...]:
+    """The units with `assigned_to` set from `held` (unit -> incident -> assignment); a unit
+    that is held but never reported is included, unavailable."""
+    states = {u.unit_id: u for u in units}
+    for unit_id in held:
+        states.setdefault(unit_id, UnitState(unit_id=unit_id))
+    return tuple(replace(s, assigned_to=tuple(sorted(held.get(s.unit_id, ())))) for s in states.values())
 
 
 # --- nearest units ---------------------------------------------------------------------------------

@@ -116,7 +116,9 @@ def acl_table(cfg: Config) -> dict[str, list[tuple[str, str, tuple[str, ...]]]]:
             *(("topic", name, (R, W, D, C)) for name in (t.events, t.urgent, t.commands)),
             *(("topic", name, (W, D, C)) for name in (t.alerts, t.events_dlq, t.commands_dlq, t.silences)),
             ("topic", t.notifications, (R, D, C)),  # huxue notifier's records, for rule paging_health; never written
-            ("topic", t.units, (R, D, C)),  # the mobile units' last reports (the bridge's), read whole; never written
+            # the mobile units' last reports (the bridge's), read whole; written: which units
+            # are busy with an incident of its schools (key <unit>/assignment/<incident>)
+            ("topic", t.units, (R, W, D, C)),
             # its own: ticks (written and read), table changelogs, Faust's leader topic
             *(("topic", name, (R, W, D, C)) for name in (t.ticks, *t.changelogs, f"{app}-__assignor-__leader")),
             ("group", app, (R, D)),  # Faust's group id is the app id

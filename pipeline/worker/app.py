@@ -51,6 +51,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.records import CanonicalEvent, Command, Notification, dumps, iso_utc, loads, parse_ts, payload_fields
 from pipeline.registry import Registry
 from pipeline.rules import engine, paging_health
+from pipeline.rules import units as unit_rules
 from pipeline.rules.incident import school_of
 from pipeline.rules.state import Context
 from pipeline.units_view import UnitsView
@@ -150,6 +151,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
     commands_dlq = app.topic(topics.commands_dlq, **raw)
     silences = app.topic(topics.silences, **raw)
     ticks = app.topic(topics.ticks, **raw)
+    units_out = app.topic(topics.units, **raw)  # which units are busy with an incident (rules/units.py)
     # Per school (rules/state.py, worker/tables.py): its incidents, and each rule's
     # working memory apart (key "<school>|<rule>"), so a change rewrites only the value
     # it touches. Values are orjson bytes, encoded by huxue before anything is sent.
@@ -161,7 +163,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
     )
     timer_failures: dict[tuple[str, str], float] = {}  # (school, rule) -> last reported
 
-    async def deliver(topic: faust.TopicT, key: str | None, value: bytes, **where: Any) -> None:
+    async def deliver(topic: faust.TopicT, key: str | None, value: bytes | None, **where: Any) -> None:
         """Send and wait for Kafka's confirmation. Retriable failures are retried with
         backoff (never dropped); a record Kafka refuses for good raises Unsendable."""
         delay = 0.5
@@ -171,7 +173,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
                 await fut
                 return
             except UNSENDABLE as exc:
-                raise Unsendable(f"{type(exc).__name__}: {exc}; {len(value)} bytes to {topic.get_topic_name()}") from exc
+                raise Unsendable(f"{type(exc).__name__}: {exc}; {len(value or b'')} bytes to {topic.get_topic_name()}") from exc
             except Exception as exc:  # noqa: BLE001 - anything else may pass: retry
                 if shutdown.requested.is_set():
                     raise Stopping() from exc
@@ -189,12 +191,18 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
         # anything has been sent, and the input is dead-lettered with nothing changed.
         writes = tables.prepare(school_id, before, outcome.state)
         encoded = [(alert, dumps(alert.to_dict())) for alert in outcome.alerts]
+        known = {**before.incidents, **outcome.state.incidents}  # a closed incident is only in `before`
+        busy = [(key, None if a is None else dumps(a.to_dict()))
+                for key, a in unit_rules.assignment_changes(outcome.alerts, lambda iid: known[iid].arrived_unit if iid in known else "")]
         for alert, value in encoded:
             await deliver(alerts, school_id, value)
             log.info("alert", extra={"incident": alert.incident_id, "rule": alert.rule, "stage": alert.stage, "status": alert.status})
             metrics.WORKER_ALERTS.labels(alert.rule, metrics.stage_label(alert.stage)).inc()
             if alert.due:
                 metrics.WORKER_LATENESS.observe(max(0.0, now - parse_ts(alert.due)))
+        # before the state: a crash in between sends them again (same key, same value)
+        for key, value in busy:
+            await deliver(units_out, key, value)
         for notice in outcome.notices:
             await deliver(silences, school_id, dumps(notice.to_dict()))
             log.info("silence", extra={"silence": notice.silence_id, "state": notice.state, "by": notice.ended_by or notice.by})

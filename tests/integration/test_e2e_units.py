@@ -59,6 +59,12 @@ def nearest(alert: dict) -> list[str]:
     return [u["unit_id"] for u in alert.get("nearest_units") or []]
 
 
+def listed(alerts: list[dict], school: str) -> list[str] | None:
+    """The nearest units last sent for the school's real panic (opened, then units-<n>)."""
+    lists = [a for a in alerts if a["school_id"] == school and a["rule"] == "panic" and a["status"] == "Actual" and (a["stage"] == "opened" or a["stage"].startswith("units-"))]
+    return nearest(lists[-1]) if lists else None
+
+
 def test_a_press_gets_its_nearest_units_a_dispatch_and_an_arrival_close_the_loop_and_coverage_follows_the_units(stack, workdir):
     rules = {**QUIET_RULES, "coverage_gap": {"check_seconds": 1, "confirm_seconds": 2}}
     p = Pipeline(stack, workdir, escalation=(60, 180, 300), registry=registry(), rules=rules, probe_device="u1-cam-1", config={"units": {"stale_after_seconds": 600}})
@@ -86,12 +92,22 @@ def test_a_press_gets_its_nearest_units_a_dispatch_and_an_arrival_close_the_loop
         p.command("dispatch", iid, unit="car-a")
         sent = p.wait_stage("u1", "dispatched-1")
         assert (sent["unit"], sent["dispatched"]) == ("car-a", ["car-a"])
+        # car-a is busy now, whatever its terminal says: a panic at u2 (21 km east) lists
+        # car-d, then not car-a (2,634 s) but car-c (2,658 s) and moto-b (3,020 s)
+        p.press("u2-btn-1")
+        p.alerts.wait(lambda rs: [1] if listed(rs, "u2") == ["car-d", "car-c", "moto-b"] else [], 30, "u2's units without the busy car-a")
+        report(p, "car-a", "unit.status", status="available")  # a terminal repeating itself frees nothing
         p.command("arrive", iid)  # no unit named: the one dispatched
         arrived = p.wait_stage("u1", "arrived")
         assert arrived["unit"] == "car-a"
         p.command("dispatch", iid, unit="car-zz")
         rejected = p.rejected.wait(lambda rs: [r for r in rs if r.get("command", {}).get("unit") == "car-zz"], 20, "the unknown unit rejected")
         assert rejected[0]["reason_code"] == "unknown_unit"
+        assert listed(p.alerts.records, "u2") == ["car-d", "car-c", "moto-b"]
+        # the u1 incident closes: car-a is free again, and u2's list takes it back
+        p.command("resolve", iid)
+        p.wait_stage("u1", "resolved")
+        p.alerts.wait(lambda rs: [1] if listed(rs, "u2") == ["car-d", "car-a", "car-c"] else [], 30, "u2's units with car-a back")
 
         # coverage: u2 is covered by car-d; car-d drives 10 km away (21 min) and comes back
         assert not [a for a in p.alerts.records if a["rule"] == "coverage_gap" and a["school_id"] == "u2"]

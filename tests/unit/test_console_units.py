@@ -285,7 +285,7 @@ def test_units_endpoint_positions_staleness_and_coverage(tmp_path):
     states = [
         state(reg, "car-07", 1000, now - 5),  # 126 s to s1: within the 3-minute target
         state(reg, "foot-1", 50, now - 500),  # stale: no longer counts
-        dataclasses.replace(state(reg, "car-09", 200, now - 5, status="on_scene"), lat=0.0, lon=0.0),  # its GPS lost the fix
+        dataclasses.replace(state(reg, "car-09", 200, now - 5, status="on_scene"), lat=0.0, lon=0.0, assigned_to=("inc-x",)),  # GPS lost its fix
     ]
     store = Store(f"sqlite:///{tmp_path / 'h.sqlite3'}")
 
@@ -304,6 +304,7 @@ def test_units_endpoint_positions_staleness_and_coverage(tmp_path):
         # (0, 0) is no fix: not drawn off the coast of Africa
         assert (units["car-09"]["fix"], units["car-09"]["lat"], units["car-09"]["lon"], units["car-09"]["stale"]) == ("none", None, None, True)
         assert (car["fix"], units["foot-1"]["fix"], units["moto-3"]["fix"]) == ("ok", "ok", None)
+        assert (car["assigned_to"], units["moto-3"]["assigned_to"], units["car-09"]["assigned_to"]) == ([], [], ["inc-x"])
         assert (units["moto-3"]["reported"], units["moto-3"]["lat"], units["moto-3"]["status"], units["moto-3"]["stale"]) == (False, None, "unknown", True)
         assert units["car-09"]["label"] == "Patrol car 9"
         schools = {s["school_id"]: s for s in body["schools"]}

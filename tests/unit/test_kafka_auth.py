@@ -132,7 +132,7 @@ def test_acl_table_grants_each_component_what_it_does(tmp_path):
     assert len(kafka_auth.acls(cfg)) == sum(len(o) for rows in table.values() for _, _, o in rows)
 
 
-def test_the_units_topic_is_written_by_the_bridge_and_read_by_the_worker_and_the_console(tmp_path):
+def test_the_units_topic_is_written_by_the_bridge_and_the_worker_and_read_by_the_console(tmp_path):
     cfg = cfg_with(tmp_path, "  security_protocol: SASL_PLAINTEXT\n  topic_prefix: 'c.'\n")
     table = kafka_auth.acl_table(cfg)
     assert cfg.topics.units == "c.units"
@@ -141,7 +141,7 @@ def test_the_units_topic_is_written_by_the_bridge_and_read_by_the_worker_and_the
         return {op for k, n, o in table[kafka_client.ACCOUNTS[role]] if (k, n) == ("topic", "c.units") for op in o}
 
     assert ops("bridge") == {"Write", "Describe", "Create"}  # it ensures the topic at start
-    assert ops("worker") == {"Read", "Describe", "Create"}  # it ensures Topics.deployment(); never writes
+    assert ops("worker") == {"Read", "Write", "Describe", "Create"}  # ensures Topics.deployment(); writes units' assignments
     assert ops("operator") == {"Read", "Describe"}
     assert ops("notifier") == set()
     assert {(a.resource_pattern.resource_name, a.operation.name) for a in kafka_auth.acls(cfg) if a.principal == "User:huxue-operator" and a.resource_pattern.resource_name == "c.units"} == {

@@ -203,10 +203,11 @@ function lastDispatched(inc) {
   return sent.length ? sent[sent.length - 1] : "";
 }
 
-// Why a unit's position does not count: no GPS fix (it sent 0,0), a fix worse than
-// units.max_accuracy_m, or no report for units.stale_after_seconds.
-function positionNote(u) {
-  return u.fix === "none" ? ", no GPS fix" : u.fix === "poor" ? ", GPS fix too coarse" : u.stale ? ", position stale" : "";
+// Why a unit may not count: sent to an open incident (busy until it closes), no GPS fix (it
+// sent 0,0), a fix worse than units.max_accuracy_m, or no report for units.stale_after_seconds.
+function unitNote(u) {
+  const busy = (u.assigned_to || []).length ? `, sent to ${u.assigned_to.join(", ")}` : "";
+  return busy + (u.fix === "none" ? ", no GPS fix" : u.fix === "poor" ? ", GPS fix too coarse" : u.stale ? ", position stale" : "");
 }
 
 function unitName(inc, id) {
@@ -239,7 +240,7 @@ function unitsBox(inc) {
   const others = may ? state.units.units.filter((u) => !sent.includes(u.unit_id) && !near.some((n) => n.unit_id === u.unit_id)) : [];
   const pick = chosen.get(inc.incident_id) || "";
   const other = others.length ? `<div class="actions other-unit"><select data-dispatch-other aria-label="another unit">
-      <option value="">another unit…</option>${others.map((u) => `<option value="${esc(u.unit_id)}"${u.unit_id === pick ? " selected" : ""}>${esc(u.label)}${u.label !== u.unit_id ? ` (${esc(u.unit_id)})` : ""} · ${esc(u.status)}${positionNote(u)}</option>`).join("")}
+      <option value="">another unit…</option>${others.map((u) => `<option value="${esc(u.unit_id)}"${u.unit_id === pick ? " selected" : ""}>${esc(u.label)}${u.label !== u.unit_id ? ` (${esc(u.unit_id)})` : ""} · ${esc(u.status)}${unitNote(u)}</option>`).join("")}
       </select><button data-dispatch-selected>Dispatch</button></div>` : "";
   const dispatched = sent.length ? `<div class="dispatched">Dispatched: ${sent.map((id) => `<span class="unit" data-dispatched="${esc(id)}">${esc(unitName(inc, id))}</span>`).join(", ")}</div>` : "";
   return `<div class="units" data-units><div class="units-title">Nearest mobile units <span class="meta">by ETA</span></div>${table}${dispatched}${other}</div>`;
@@ -589,7 +590,7 @@ function unitMarks(at) {
     const [x, y] = at({ coordinates: { lat: u.lat, lon: u.lon } });
     const cls = `unit-dot ${u.available ? "available" : "busy"}${u.stale ? " stale" : ""}`;
     const age = u.age_s === null ? "" : `, ${Math.round(u.age_s)} s ago`;
-    return `<g class="${cls}" data-map-unit="${esc(u.unit_id)}" data-status="${esc(u.status)}"><title>${esc(u.label)} (${esc(u.unit_id)}) — ${esc(u.status)}${positionNote(u)}${esc(age)}</title>
+    return `<g class="${cls}" data-map-unit="${esc(u.unit_id)}" data-status="${esc(u.status)}"><title>${esc(u.label)} (${esc(u.unit_id)}) — ${esc(u.status)}${unitNote(u)}${esc(age)}</title>
       <polygon points="${x.toFixed(1)},${(y - 8).toFixed(1)} ${(x - 7).toFixed(1)},${(y + 5).toFixed(1)} ${(x + 7).toFixed(1)},${(y + 5).toFixed(1)}"></polygon>
       <text x="${(x + 9).toFixed(1)}" y="${(y + 4).toFixed(1)}">${esc(u.label)}</text></g>`;
   }).join("");
