@@ -1,8 +1,9 @@
 """`huxue demo`: the whole pipeline and a scripted panic at Zixing No.1 Middle School.
 
 Starts the local stack (unless running), a bridge and a worker, background traffic from
-20 schools, then presses a panic button. A scripted operator lets the ladder escalate
-once, acknowledges, reports arrival and resolves, while every alert is printed as it
+20 schools and the 8 mobile units on patrol, then presses a panic button. A scripted duty
+room sends the nearest unit the opened alert lists, lets the ladder escalate once,
+acknowledges, reports the unit's arrival and resolves, while every alert is printed as it
 arrives. Ladder timings are compressed (pipeline/data/demo.yaml: 10/20/30 s).
 """
 
@@ -34,6 +35,8 @@ SCRIPT = {
     "mobile_late": (2.0, "arrive", "patrol-unit-7"),
     "arrived": (2.0, "resolve", "duty-officer-li"),
 }
+DISPATCH = (2.0, "dispatch", "duty-officer-li")  # the nearest unit, once the alert lists units
+UNIT_SECONDS = 5.0  # each unit's position report
 SCENARIO_MARGIN_SECONDS = 120.0  # beyond the ladder's 5-minute limit (whatever the config makes it)
 CLOSING_STAGES = frozenset({"resolved", "false_alarm", "expired", "superseded"})
 
@@ -87,9 +90,10 @@ def main(config_path: str | None, exit_when_done: bool = False) -> int:
         alerts = follow(cfg, cfg.topics.alerts, from_beginning=False)
         next(alerts)
         publisher = Publisher(cfg, account="demo")
-        sim = simulate.Simulator(registry, sorted(registry.schools))
-        threading.Thread(target=simulate.run, args=(publisher.publish, sim, 5.0, stop, None, 60.0), daemon=True, name="traffic").start()
-        say(f"traffic: {len(registry.schools)} schools, {len(sim.all_devices)} devices: a heartbeat from each every 60 s, 5 other events/s")
+        sim = simulate.Simulator(registry, sorted(registry.schools), unit_speeds=cfg.units.speeds_kmh)
+        threading.Thread(target=simulate.run, args=(publisher.publish, sim, 5.0, stop, None, 60.0, UNIT_SECONDS), daemon=True, name="traffic").start()
+        say(f"traffic: {len(registry.schools)} schools, {len(sim.all_devices)} devices: a heartbeat from each every 60 s, 5 other events/s; "
+            f"{len(sim.patrols)} mobile units on patrol report every {UNIT_SECONDS:g} s")
 
         if stop.wait(3.0):
             return 130
@@ -148,32 +152,44 @@ def close_leftovers(cfg: Config) -> None:
 def run_script(cfg: Config, alerts, stop: threading.Event, registry) -> bool:
     """Print alerts as they come and play the duty room; True once the incident is resolved."""
     incident = None
-    pending: list[tuple[float, str, str]] = []
+    pending: list[tuple[float, str, str, str]] = []  # (when, command, by, unit)
     opened_at = None
     seen: dict[str, float] = {}
     timeout = cfg.escalation.arrive_limit_seconds + SCENARIO_MARGIN_SECONDS
     deadline = time.monotonic() + timeout
+    dispatched, on_scene = False, ""
     for alert in alerts:
         if stop.is_set() or time.monotonic() > deadline:
             if not stop.is_set():
                 say(f"scenario did not complete within {timeout:g} s (see the worker log)")
             return False
-        if alert is not None and alert.get("school_id") == SCHOOL and (incident is None or alert["incident_id"] == incident):
+        # the press's incident only (a coverage gap at the school is another incident)
+        if alert is not None and alert.get("school_id") == SCHOOL and alert.get("rule") == "panic" and (incident is None or alert["incident_id"] == incident):
             if alert["stage"] == "opened":
                 incident, opened_at = alert["incident_id"], time.time()
             print("       ALERT " + format_line(alert, registry), flush=True)
             seen[alert["stage"]] = time.time()
+            if alert["stage"] == "arrived":
+                on_scene = alert.get("unit") or ""
             if alert["stage"] in SCRIPT:
                 delay, command, who = SCRIPT[alert["stage"]]
-                pending.append((time.monotonic() + delay, command, who))
+                pending.append((time.monotonic() + delay, command, who, ""))
+            # every alert of the incident carries its units; they are new on these two
+            nearest = (alert.get("nearest_units") or []) if alert["stage"] == "opened" or alert["stage"].startswith("units-") else []
+            if nearest:
+                say("UNITS  nearest: " + ", ".join(f"{u['unit_id']} ({u.get('callsign') or u['profile']}) {u['eta_s']:.0f} s" for u in nearest))
+                if not dispatched and "arrived" not in seen:  # the opened alert lists them, or a units-<n> Update once the worker has them
+                    dispatched = True
+                    delay, command, who = DISPATCH
+                    pending.append((time.monotonic() + delay, command, who, nearest[0]["unit_id"]))
             if alert["stage"] == "resolved":
                 ack = seen.get("acknowledged", 0) - (opened_at or 0)
                 arrive = seen.get("arrived", 0) - (opened_at or 0)
-                say(f"DONE   {incident}: acknowledged after {ack:.0f} s, on scene after {arrive:.0f} s, resolved")
+                say(f"DONE   {incident}: acknowledged after {ack:.0f} s, on scene after {arrive:.0f} s{f' ({on_scene})' if on_scene else ''}, resolved")
                 return True
         for item in [p for p in pending if p[0] <= time.monotonic()]:
             pending.remove(item)
-            _, command, who = item
-            outcome = commands.send(cfg, commands.build(command, incident, who), wait_s=0)
-            say(f"OPERATOR {who}: {command} {incident} ({outcome.detail})")
+            _, command, who, unit = item
+            outcome = commands.send(cfg, commands.build(command, incident, who, unit=unit), wait_s=0)
+            say(f"OPERATOR {who}: {command} {incident}{' ' + unit if unit else ''} ({outcome.detail})")
     return False

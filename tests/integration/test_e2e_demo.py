@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -51,6 +52,14 @@ def test_demo_plays_the_scenario_and_cleans_up(locked_stack, workdir):
     assert -1 not in positions, out
     assert positions == sorted(positions), out
     assert "mobile_overdue" not in out  # arrival came before the 5-minute limit
+    # the 3-5: the units on patrol are listed, the nearest is sent, and it is the one on scene
+    sent = re.search(r"OPERATOR duty-officer-li: dispatch inc-\S+ (\S+) ", out)
+    assert sent, out
+    unit = sent.group(1)
+    listed = re.search(r"UNITS  nearest: (\S+) ", out)
+    assert listed and listed.group(1) == unit, out
+    steps = [out.find(m) for m in ("panic/opened", "UNITS  nearest", "dispatch inc-", "panic/dispatched-1", "panic/arrived", f"({unit}), resolved")]
+    assert -1 not in steps and steps == sorted(steps), out
     # the demo found the brokers running, so it stopped only what it started
     assert "bridge: stopped" in out and "worker: stopped" in out and "console: stopped" in out
     assert f"CONSOLE http://127.0.0.1:{cfg['console']['port']}/" in out
