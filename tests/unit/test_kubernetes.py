@@ -503,7 +503,7 @@ def test_configs_and_registry_load_as_mounted(objects, configs):
     for name, cfg in configs.items():
         assert cfg.registry_path.name in ("registry.yaml", "registry.json")
         registry = load_registry(cfg.registry_path)
-        assert registry.schools and registry.devices, name
+        assert registry.schools and registry.devices and registry.units, name
         assert cfg.mqtt.auth and not cfg.mqtt.tool_accounts, f"{name}: production has no tool accounts"
 
 
