@@ -102,9 +102,10 @@ class UnitsView:
         if held is not None:  # a worker's: busy with an incident, or released (tombstone)
             unit_id, incident_id = held
             if value is None:
-                self._held.get(unit_id, {}).pop(incident_id, None)
-                if not self._held.get(unit_id, True):
-                    del self._held[unit_id]
+                incidents = self._held.get(unit_id, {})
+                incidents.pop(incident_id, None)
+                if not incidents:
+                    self._held.pop(unit_id, None)
                 return
             try:
                 assignment = Assignment.from_dict(loads(value))

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -233,10 +233,16 @@ def assignment_of_key(key: str) -> tuple[str, str] | None:
     return (unit, rest) if sep and unit and rest else None
 
 
-def assignment_changes(alerts: Sequence[Alert], arrived_unit: Callable[[str], str]) -> list[tuple[str, Assignment | None]]:
+def assignment_changes(alerts: Sequence[Alert], before: Mapping[str, Any], after: Mapping[str, Any]) -> list[tuple[str, Assignment | None]]:
     """What one input's alerts change in which units are busy, in order: (key, assignment)
-    to record, (key, None) to release. `arrived_unit(incident_id)`: the unit recorded as
-    arrived (it may never have been dispatched), "" if none."""
+    to record, (key, None) to release. `before` / `after`: the school's open incidents
+    (id -> rules.incident.Incident) before and after the input; a closed incident is only in
+    `before`, and its `arrived_unit` (which may never have been dispatched) is released too."""
+
+    def arrived_unit(incident_id: str) -> str:
+        inc = after.get(incident_id) or before.get(incident_id)
+        return inc.arrived_unit if inc is not None else ""
+
     out: list[tuple[str, Assignment | None]] = []
     for a in alerts:
         if a.unit and (a.stage.startswith("dispatched-") or a.stage == "arrived"):

@@ -71,6 +71,13 @@ EXIT_AGENT_DIED = 70
 EXIT_STOP_TIMEOUT = 71
 
 
+def _units_busy(before, outcome: engine.Outcome) -> list[tuple[str, bytes | None]]:
+    """The units-topic records of the outcome's alerts: which units a dispatch or arrival
+    holds, and which a close releases (rules/units.py assignment_changes), encoded."""
+    changes = unit_rules.assignment_changes(outcome.alerts, before.incidents, outcome.state.incidents)
+    return [(key, None if a is None else dumps(a.to_dict())) for key, a in changes]
+
+
 class Unsendable(Exception):
     """Kafka refused a record for good (too large, invalid): retrying cannot help."""
 
@@ -191,9 +198,7 @@ def create_app(cfg: Config, registry: Registry, shutdown: Shutdown | None = None
         # anything has been sent, and the input is dead-lettered with nothing changed.
         writes = tables.prepare(school_id, before, outcome.state)
         encoded = [(alert, dumps(alert.to_dict())) for alert in outcome.alerts]
-        known = {**before.incidents, **outcome.state.incidents}  # a closed incident is only in `before`
-        busy = [(key, None if a is None else dumps(a.to_dict()))
-                for key, a in unit_rules.assignment_changes(outcome.alerts, lambda iid: known[iid].arrived_unit if iid in known else "")]
+        busy = _units_busy(before, outcome) if outcome.alerts else []  # most inputs emit no alert
         for alert, value in encoded:
             await deliver(alerts, school_id, value)
             log.info("alert", extra={"incident": alert.incident_id, "rule": alert.rule, "stage": alert.stage, "status": alert.status})

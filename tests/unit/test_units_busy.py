@@ -33,9 +33,7 @@ def cmd(d: Driver, now: float, name: str, iid: str, unit: str = "") -> list[tupl
 
 
 def changes(before, out: engine.Outcome) -> list[tuple[str, U.Assignment | None]]:
-    """As the worker computes them (worker/app.py apply): a closed incident is only in `before`."""
-    known = {**before.incidents, **out.state.incidents}
-    return U.assignment_changes(out.alerts, lambda iid: known[iid].arrived_unit if iid in known else "")
+    return U.assignment_changes(out.alerts, before.incidents, out.state.incidents)
 
 
 def test_dispatch_and_arrival_hold_a_unit_and_the_close_releases_it():
