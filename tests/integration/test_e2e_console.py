@@ -18,6 +18,17 @@ from pipeline.ops.store import Store
 pytestmark = pytest.mark.integration
 
 ARTIFACTS = REPO / "test-artifacts"
+DUTY = {"username": "duty-li", "role": "duty_officer", "password_hash": hash_password("pw-duty", iterations=1000)}  # password pw-duty
+
+
+def console_config(workdir, port: int, accounts: tuple[dict, ...] = (DUTY,), **more) -> dict:
+    """The config block of a console on `port`, with its own store (SQLite in workdir)."""
+    return {"console": {"port": port, "store": f"sqlite:///{workdir / 'history.sqlite3'}", "accounts": list(accounts), **more}}
+
+
+def console_proc(p: Pipeline, workdir) -> Proc:
+    """`huxue console` with the pipeline's config and environment (not started)."""
+    return Proc("console", ["--config", str(p.cfg_path), "console"], workdir / "console.log", p.worker.env)
 
 
 @pytest.fixture
@@ -47,10 +58,9 @@ def test_live_incident_countdown_and_acknowledge_in_the_browser(stack, workdir, 
     from selenium.webdriver.common.by import By
 
     port = free_port()
-    console_cfg = {"console": {"port": port, "store": f"sqlite:///{workdir / 'history.sqlite3'}",
-                               "accounts": [{"username": "duty-li", "role": "duty_officer", "password_hash": hash_password("pw-duty", iterations=1000)}]}}
+    console_cfg = console_config(workdir, port)
     p = Pipeline(stack, workdir, escalation=(60, 180, 300), config=console_cfg)
-    console = Proc("console", ["--config", str(p.cfg_path), "console"], workdir / "console.log", p.worker.env)
+    console = console_proc(p, workdir)
     try:
         p.start()
         console.start()
@@ -155,10 +165,9 @@ def test_the_console_serves_https_with_a_secure_session_cookie(stack, workdir):
         check=True, capture_output=True,
     )
     port = free_port()
-    console_cfg = {"console": {"port": port, "store": f"sqlite:///{workdir / 'history.sqlite3'}", "tls_cert": str(cert), "tls_key": str(key),
-                               "accounts": [{"username": "duty-li", "role": "duty_officer", "password_hash": hash_password("pw-duty", iterations=1000)}]}}
+    console_cfg = console_config(workdir, port, tls_cert=str(cert), tls_key=str(key))
     p = Pipeline(stack, workdir, config=console_cfg)
-    console = Proc("console", ["--config", str(p.cfg_path), "console"], workdir / "console.log", p.worker.env)
+    console = console_proc(p, workdir)
     try:
         console.start()
         console.wait_log("recording", 30)
@@ -190,12 +199,11 @@ def test_the_console_stops_on_sigterm_with_live_streams_open(stack, workdir):
 
     port = free_port()
     console_cfg = {
-        "console": {"port": port, "store": f"sqlite:///{workdir / 'history.sqlite3'}",
-                    "accounts": [{"username": "ops", "role": "admin", "token_sha256": hashlib.sha256(b"ops-token").hexdigest()}]},
+        **console_config(workdir, port, accounts=({"username": "ops", "role": "admin", "token_sha256": hashlib.sha256(b"ops-token").hexdigest()},)),
         "stack": {**stack["stack"], "stop_timeout_seconds": 10},
     }
     p = Pipeline(stack, workdir, config=console_cfg)
-    console = Proc("console", ["--config", str(p.cfg_path), "console"], workdir / "console.log", p.worker.env)
+    console = console_proc(p, workdir)
     streams = []
     try:
         console.start()
@@ -226,10 +234,9 @@ def test_a_lost_connection_shows_a_stale_banner_and_a_panic_raised_meanwhile_app
     from selenium.webdriver.common.by import By
 
     port = free_port()
-    console_cfg = {"console": {"port": port, "store": f"sqlite:///{workdir / 'history.sqlite3'}", "session_secret": "s" * 32,  # sessions outlive a restart
-                               "accounts": [{"username": "duty-li", "role": "duty_officer", "password_hash": hash_password("pw-duty", iterations=1000)}]}}
+    console_cfg = console_config(workdir, port, session_secret="s" * 32)  # sessions outlive a restart
     p = Pipeline(stack, workdir, config=console_cfg)
-    console = Proc("console", ["--config", str(p.cfg_path), "console"], workdir / "console.log", p.worker.env)
+    console = console_proc(p, workdir)
     try:
         p.start()
         console.start()

@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from harness import Pipeline, Proc, free_port, wait_for
+from harness import Pipeline, free_port, wait_for
 from pipeline.ops.auth import hash_password
 from pipeline.records import iso_utc, parse_ts
-from test_e2e_console import ARTIFACTS, _card, _read, browser, sign_in  # noqa: F401 (browser: the shared fixture)
+from test_e2e_console import ARTIFACTS, _card, _read, browser, console_config, console_proc, sign_in  # noqa: F401 (browser: the shared fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -22,11 +22,10 @@ def test_card_order_timeline_unit_on_scene_lockdown_actions_and_broken_snapshot(
     from selenium.webdriver.common.by import By
 
     port = free_port()
-    console_cfg = {"console": {"port": port, "store": f"sqlite:///{workdir / 'history.sqlite3'}",
-                               "accounts": [{"username": "ops-wang", "role": "admin", "password_hash": hash_password("pw-ops", iterations=1000)}]}}
+    console_cfg = console_config(workdir, port, accounts=({"username": "ops-wang", "role": "admin", "password_hash": hash_password("pw-ops", iterations=1000)},))
     # deadlines far away: no ladder stage re-renders the cards while the test types
     p = Pipeline(stack, workdir, escalation=(600, 900, 1200), config=console_cfg)
-    console = Proc("console", ["--config", str(p.cfg_path), "console"], workdir / "console.log", p.worker.env)
+    console = console_proc(p, workdir)
 
     def card_text(iid: str) -> str | None:
         return _read(lambda: _card(browser, iid).text)

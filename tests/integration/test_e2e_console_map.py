@@ -8,9 +8,8 @@ from __future__ import annotations
 import pytest
 
 import harness
-from harness import REPO, Pipeline, Proc, free_port, wait_for
-from pipeline.ops.auth import hash_password
-from test_e2e_console import ARTIFACTS, _card, _read, browser, sign_in  # noqa: F401 (browser: the shared fixture)
+from harness import REPO, Pipeline, free_port, wait_for
+from test_e2e_console import ARTIFACTS, _card, _read, browser, console_config, console_proc, sign_in  # noqa: F401 (browser: the shared fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -38,11 +37,10 @@ def test_card_where_and_who_checklist_site_plans_and_the_map(stack, workdir, bro
     from selenium.webdriver.common.by import By
 
     port = free_port()
-    console_cfg = {"console": {"port": port, "store": f"sqlite:///{workdir / 'history.sqlite3'}",
-                               "accounts": [{"username": "duty-li", "role": "duty_officer", "password_hash": hash_password("pw-duty", iterations=1000)}]}}
+    console_cfg = console_config(workdir, port)
     # deadlines far away: no ladder stage re-renders the cards while the test looks at them
     p = Pipeline(stack, workdir, escalation=(600, 900, 1200), registry=city(), probe_device="t12-cam-1", config=console_cfg)
-    console = Proc("console", ["--config", str(p.cfg_path), "console"], workdir / "console.log", p.worker.env)
+    console = console_proc(p, workdir)
 
     def in_card(iid: str, css: str):  # raises on a re-rendered card: call it inside _read()
         return _card(browser, iid).find_element(By.CSS_SELECTOR, css)

@@ -14,12 +14,11 @@ import uuid
 import pytest
 
 import harness
-from harness import Pipeline, Proc, free_port, wait_for
+from harness import Pipeline, free_port, wait_for
 from pipeline import kafka_client
-from pipeline.ops.auth import hash_password
 from pipeline.ops.store import Store
 from pipeline.records import dumps, iso_utc
-from test_e2e_console import ARTIFACTS, _card, _read, browser, sign_in  # noqa: F401 (browser: the shared fixture)
+from test_e2e_console import ARTIFACTS, _card, _read, browser, console_config, console_proc, sign_in  # noqa: F401 (browser: the shared fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -67,15 +66,14 @@ def test_nearest_units_dispatch_arrive_and_the_units_map(stack, workdir, browser
     from selenium.webdriver.common.by import By
 
     port = free_port()
-    console_cfg = {"console": {"port": port, "store": f"sqlite:///{workdir / 'history.sqlite3'}",
-                               "accounts": [{"username": "duty-li", "role": "duty_officer", "password_hash": hash_password("pw-duty", iterations=1000)}]}}
+    console_cfg = console_config(workdir, port)
     registry = harness.test_registry(12, coordinates=True)  # (imported by name, pytest would collect it as a test)
     t01 = registry["schools"][0]["coordinates"]
     # deadlines far away: no ladder stage re-renders the cards while the test looks at them
     p = Pipeline(stack, workdir, escalation=(600, 700, 800), registry=registry, probe_device="t12-cam-1", config=console_cfg)
     kafka_client.ensure_units_topic(p.cfg, "admin")  # compacted, as the bridge and the worker create it
     units = Units(p, t01["lat"], t01["lon"]).start()  # before the worker starts: its view reads them at once
-    console = Proc("console", ["--config", str(p.cfg_path), "console"], workdir / "console.log", p.worker.env)
+    console = console_proc(p, workdir)
 
     def in_card(iid: str, css: str):  # raises on a re-rendered card: call it inside _read()
         return _card(browser, iid).find_element(By.CSS_SELECTOR, css)
